@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Maps and helpers shared by the probe objects. Each object gets its own copy of the maps;
+ * user space makes the socket object reuse the process object's ring buffer and stats so that
+ * every record travels through one ordered ring. */
+#ifndef OSQUERY_EBPF_COMMON_BPF_H
+#define OSQUERY_EBPF_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "events.h"
+
+#define AT_FDCWD_VALUE -100
+#define PF_KTHREAD_FLAG 0x00200000
+
+/* The ring buffer; its size is set by user space before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} events SEC(".maps");
+
+/* Failure and volume counters, indexed by enum stat_id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Syscall entry state by tid; size set by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct syscall_entry);
+} entries SEC(".maps");
+
+static __always_inline void stat_inc(__u32 id)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &id);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 now_boot_ns(void)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_boot_ns))
+		return bpf_ktime_get_boot_ns();
+	return bpf_ktime_get_ns();
+}
+
+static __always_inline void remember_entry(__u32 syscall, __u64 a0, __u64 a1, __u64 a2, __u64 a3,
+					   __u64 a4)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct syscall_entry e = {
+		.ts_boot = now_boot_ns(),
+		.arg0 = a0,
+		.arg1 = a1,
+		.arg2 = a2,
+		.arg3 = a3,
+		.arg4 = a4,
+		.syscall = syscall,
+	};
+	if (bpf_map_update_elem(&entries, &tid, &e, BPF_ANY))
+		stat_inc(STAT_ENTRY_MAP_FULL);
+}
+
+/* Take (copy and delete) the entry state of `tid`. Returns 0 when there was one. */
+static __always_inline int take_entry(__u32 tid, struct syscall_entry *out)
+{
+	struct syscall_entry *e = bpf_map_lookup_elem(&entries, &tid);
+	if (!e)
+		return -1;
+	*out = *e;
+	bpf_map_delete_elem(&entries, &tid);
+	return 0;
+}
+
+/* Fill the fields every record carries, for the current task. */
+static __always_inline void fill_header(struct event_header *h, __u32 kind, __u32 syscall,
+					__u64 ts, __u64 now)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	h->kind = kind;
+	h->syscall = syscall;
+	h->ts_boot = ts;
+	h->duration = now > ts ? now - ts : 0;
+	h->tid = (__u32)pid_tgid;
+	h->pid = pid_tgid >> 32;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+}
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The one definition of every record the probes write to the ring buffer and of the stats
+ * indices. Shared by every probe object in bpf/ and, through the skeletons' generated types, by Rust.
+ */
+#ifndef OSQUERY_EBPF_EVENTS_H
+#define OSQUERY_EBPF_EVENTS_H
+
+/* Compile-time capacities. Runtime bounds (argv_max) must stay below them. */
+#define ARGV_CAP 65536        /* bytes of argv a record can hold (power of two) */
+#define PATH_CAP 4096         /* bytes of one resolved path (power of two) */
+#define PATH_MAX_COMPONENTS 64
+#define FAILED_EXEC_MAX_ARGS 128
+
+enum event_kind {
+	EVENT_EXEC = 1,
+	EVENT_FORK = 2,
+	EVENT_EXIT = 3,
+	EVENT_SOCKET = 4,
+};
+
+/* System calls, as this project numbers them (independent of the architecture's numbers). */
+enum syscall_id {
+	SC_UNKNOWN = 0,
+	SC_EXECVE = 1,
+	SC_EXECVEAT = 2,
+	SC_FORK = 3,
+	SC_VFORK = 4,
+	SC_CLONE = 5,
+	SC_CLONE3 = 6,
+	SC_EXIT = 7,
+	SC_EXIT_GROUP = 8,
+	SC_SIGNAL = 9, /* not a syscall: the process was killed by a signal */
+	SC_CONNECT = 10,
+	SC_ACCEPT = 11,
+	SC_ACCEPT4 = 12,
+	SC_BIND = 13,
+	SC_LISTEN = 14,
+};
+
+/* probe_error bits carried in event_header.flags */
+enum event_flags {
+	FLAG_ARGV_TRUNCATED = 1 << 0,
+	FLAG_PATH_TRUNCATED = 1 << 1,
+	FLAG_CWD_TRUNCATED = 1 << 2,
+	FLAG_READ_FAILED = 1 << 3,
+	FLAG_NO_ENTRY = 1 << 4, /* no syscall-entry record: timestamp and duration approximate */
+};
+
+/* Per-CPU counters, summed by user space. */
+enum stat_id {
+	STAT_EXEC_EMITTED = 0,
+	STAT_EXEC_DROPPED,
+	STAT_FORK_EMITTED,
+	STAT_FORK_DROPPED,
+	STAT_EXIT_EMITTED,
+	STAT_EXIT_DROPPED,
+	STAT_SOCKET_EMITTED,
+	STAT_SOCKET_DROPPED,
+	STAT_ENTRY_MAP_FULL,  /* a syscall entry could not be remembered */
+	STAT_ARGV_TRUNCATED,
+	STAT_PATH_TRUNCATED,
+	STAT_READ_FAILED,
+	STAT_SCRATCH_MISSING, /* per-CPU scratch lookup failed (should never happen) */
+	STAT_MAX,
+};
+
+struct event_header {
+	__u32 kind;      /* enum event_kind */
+	__u32 syscall;   /* enum syscall_id */
+	__u64 ts_boot;   /* syscall entry, CLOCK_BOOTTIME ns */
+	__u64 duration;  /* ns from entry to the event */
+	__s64 ret;       /* syscall return value; exit status or signal for EVENT_EXIT */
+	__u64 cgroup_id;
+	__u32 tid;
+	__u32 pid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 flags; /* enum event_flags */
+};
+
+/*
+ * EVENT_EXEC. Followed by argv_len bytes of NUL-separated argv, path_len bytes of path and
+ * cwd_len bytes of cwd (each path NUL-terminated when non-empty).
+ */
+struct exec_event {
+	struct event_header hdr;
+	__u32 argv_len;
+	__u32 path_len;
+	__u32 cwd_len;
+	__u32 path_is_raw; /* 1: path is the filename as passed to a failed exec, not resolved */
+	__s32 dirfd;       /* execveat's dirfd, or AT_FDCWD */
+	__u32 at_flags;    /* execveat's flags */
+};
+
+/* EVENT_FORK: hdr.ret is the new process's pid. */
+struct fork_event {
+	struct event_header hdr;
+	__u32 child_pid;
+	__u32 child_tid;
+	__u64 clone_flags;
+};
+
+/* EVENT_EXIT: hdr.ret is the exit status (0-255), or the signal for SC_SIGNAL. */
+struct exit_event {
+	struct event_header hdr;
+	__u32 exit_code; /* raw task->exit_code (wait status) */
+	__u32 core_dumped;
+};
+
+/* Entry state of one thread inside a traced syscall, keyed by tid. */
+struct syscall_entry {
+	__u64 ts_boot;
+	__u64 arg0;
+	__u64 arg1;
+	__u64 arg2;
+	__u64 arg3;
+	__u64 arg4;
+	__u32 syscall; /* enum syscall_id */
+	__u32 _pad;
+};
+
+#endif

@@ -1,0 +1,440 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * Process events: exec (execve, execveat; successful and failed), process creation (fork,
+ * vfork, clone, clone3 without CLONE_THREAD) and process termination (once per process).
+ *
+ * Successful execs are taken from sched_process_exec, after the new image is set up: argv is
+ * read in one bounded copy of mm->arg_start..arg_end, the executable's path and the cwd are
+ * resolved by walking dentries. Failed execs are taken at sys_exit of execve/execveat, from
+ * the caller's own argv (its pages were just touched by the kernel's copy).
+ */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* argv bytes kept per exec (<= ARGV_CAP - 1); set by user space before load. */
+const volatile __u32 argv_max = 16384;
+
+struct path_walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	__u32 off;
+	__u32 done;
+};
+
+/* ev and data must stay adjacent: they are output as one record. */
+struct exec_scratch {
+	struct exec_event ev;
+	/* argv, then path, then cwd; sized so that any masked offset plus one path fits */
+	char data[2 * ARGV_CAP + PATH_CAP];
+	char path[2 * PATH_CAP];
+	struct path_walk walk;
+	__u32 argv_off; /* running offset of the failed-exec argv copy */
+	__u32 _pad;
+};
+
+/* One scratch area per CPU (an ARRAY sized to the CPU count by user space: PERCPU_ARRAY
+ * values are capped at 32 KiB). Tracepoint programs do not nest on one CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_scratch);
+} exec_scratch SEC(".maps");
+
+
+static __always_inline struct exec_scratch *get_scratch(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct exec_scratch *s = bpf_map_lookup_elem(&exec_scratch, &cpu);
+	if (!s)
+		stat_inc(STAT_SCRATCH_MISSING);
+	return s;
+}
+
+/*
+ * Resolve `path` into s->path (2 * PATH_CAP bytes) from the end backwards. Returns the offset
+ * of the first byte; the NUL-terminated path occupies s->path[off .. PATH_CAP - 1].
+ *
+ * The walk keeps its state in the scratch map value, not in registers: values loaded from
+ * memory are unknown to the verifier, so the states at the loop head match from one
+ * iteration to the next and are pruned, instead of being explored 64 levels deep.
+ */
+static __always_inline __u32 resolve_path(struct exec_scratch *s, const struct path *path,
+					  __u32 trunc_flag)
+{
+	struct path_walk *w = &s->walk;
+	char *buf = s->path;
+
+	w->dentry = BPF_CORE_READ(path, dentry);
+	w->mnt = container_of(BPF_CORE_READ(path, mnt), struct mount, mnt);
+	w->off = PATH_CAP - 1;
+	w->done = 0;
+	buf[PATH_CAP - 1] = 0;
+	for (int i = 0; i < PATH_MAX_COMPONENTS; i++) {
+		struct dentry *dentry = w->dentry;
+		struct mount *mnt = w->mnt;
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+		if (dentry == mnt_root || dentry == parent) {
+			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (dentry != mnt_root || mnt == mnt_parent || !mnt_parent) {
+				w->done = 1;
+				break;
+			}
+			w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			w->mnt = mnt_parent;
+			continue;
+		}
+		__u32 len = BPF_CORE_READ(dentry, d_name.len);
+		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+		__u32 off = w->off;
+		if (len + 2 > off) {
+			s->ev.hdr.flags |= trunc_flag;
+			w->done = 1;
+			break;
+		}
+		off -= len + 1;
+		w->off = off;
+		buf[off & (PATH_CAP - 1)] = '/';
+		if (bpf_probe_read_kernel(&buf[(off + 1) & (PATH_CAP - 1)], len & (PATH_CAP - 1),
+					  name))
+			s->ev.hdr.flags |= FLAG_READ_FAILED;
+		w->dentry = parent;
+	}
+	if (!w->done)
+		s->ev.hdr.flags |= trunc_flag;
+	__u32 off = w->off;
+	if (off >= PATH_CAP - 1) {
+		off = PATH_CAP - 2;
+		buf[off] = '/';
+	}
+	return off;
+}
+
+/* Append the path resolved in s->path at offset `at` of s->data; returns the length copied. */
+static __always_inline __u32 append_path(struct exec_scratch *s, __u32 at, const struct path *path,
+					 __u32 trunc_flag)
+{
+	__u32 off = resolve_path(s, path, trunc_flag);
+	__u32 len = PATH_CAP - off;
+
+	/* resolve_path keeps 1 <= off <= PATH_CAP - 2, and callers pass at < ARGV_CAP + PATH_CAP:
+	 * the masks are no-ops at run time and give the verifier its bounds (a range check
+	 * instead would let clang drop them). */
+	bpf_probe_read_kernel(&s->data[at & (2 * ARGV_CAP - 1)], len & (PATH_CAP - 1),
+			      &s->path[off & (PATH_CAP - 1)]);
+	return len;
+}
+
+static __always_inline void submit_exec(struct exec_scratch *s)
+{
+	__u64 size = sizeof(s->ev) + (__u64)s->ev.argv_len + s->ev.path_len + s->ev.cwd_len;
+	if (size > sizeof(s->ev) + sizeof(s->data))
+		size = sizeof(s->ev) + sizeof(s->data);
+	if (s->ev.hdr.flags & FLAG_ARGV_TRUNCATED)
+		stat_inc(STAT_ARGV_TRUNCATED);
+	if (s->ev.hdr.flags & (FLAG_PATH_TRUNCATED | FLAG_CWD_TRUNCATED))
+		stat_inc(STAT_PATH_TRUNCATED);
+	if (s->ev.hdr.flags & FLAG_READ_FAILED)
+		stat_inc(STAT_READ_FAILED);
+	if (bpf_ringbuf_output(&events, &s->ev, size, 0))
+		stat_inc(STAT_EXEC_DROPPED);
+	else
+		stat_inc(STAT_EXEC_EMITTED);
+}
+
+static __always_inline __u32 argv_limit(void)
+{
+	__u32 max = argv_max;
+	if (max > ARGV_CAP - 1)
+		max = ARGV_CAP - 1;
+	return max;
+}
+
+/* ---- syscall entries ---- */
+
+SEC("tp/syscalls/sys_enter_execve")
+int enter_execve(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_EXECVE, ctx->args[0], ctx->args[1], (__u64)(__s64)AT_FDCWD_VALUE, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_execveat")
+int enter_execveat(struct trace_event_raw_sys_enter *ctx)
+{
+	/* stored as execve's: filename, argv, dirfd, flags */
+	remember_entry(SC_EXECVEAT, ctx->args[1], ctx->args[2], ctx->args[0], ctx->args[4], 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_fork")
+int enter_fork(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_FORK, 0, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_vfork")
+int enter_vfork(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_VFORK, 0, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_clone")
+int enter_clone(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_CLONE, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_clone3")
+int enter_clone3(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[0]);
+	remember_entry(SC_CLONE3, flags, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_exit")
+int enter_exit(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_EXIT, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_exit_group")
+int enter_exit_group(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_EXIT_GROUP, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+/* ---- exec ---- */
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct syscall_entry entry = {};
+	__u64 now = now_boot_ns();
+	struct exec_scratch *s = get_scratch();
+	if (!s)
+		return 0;
+
+	s->ev.hdr.flags = 0;
+	if (take_entry((__u32)old_pid, &entry)) {
+		entry.ts_boot = now;
+		entry.syscall = SC_EXECVE;
+		entry.arg2 = (__u64)(__s64)AT_FDCWD_VALUE;
+		s->ev.hdr.flags |= FLAG_NO_ENTRY;
+	}
+	fill_header(&s->ev.hdr, EVENT_EXEC, entry.syscall, entry.ts_boot, now);
+	s->ev.hdr.ret = 0;
+	s->ev.path_is_raw = 0;
+	s->ev.dirfd = (__s32)entry.arg2;
+	s->ev.at_flags = (__u32)entry.arg3;
+
+	/* argv from the new image */
+	struct mm_struct *mm = BPF_CORE_READ(p, mm);
+	__u64 arg_start = BPF_CORE_READ(mm, arg_start);
+	__u64 arg_end = BPF_CORE_READ(mm, arg_end);
+	__u64 want = arg_end > arg_start ? arg_end - arg_start : 0;
+	__u32 max = argv_limit();
+	__u32 len = want;
+	if (want > max) {
+		len = max;
+		s->ev.hdr.flags |= FLAG_ARGV_TRUNCATED;
+	}
+	len &= ARGV_CAP - 1;
+	if (len && bpf_probe_read_user(s->data, len, (void *)arg_start)) {
+		s->ev.hdr.flags |= FLAG_READ_FAILED;
+		len = 0;
+	}
+	s->ev.argv_len = len;
+
+	/* the executed file, then the cwd */
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct path fpath = BPF_CORE_READ(file, f_path);
+	s->ev.path_len = append_path(s, len, &fpath, FLAG_PATH_TRUNCATED);
+
+	struct path pwd = BPF_CORE_READ(p, fs, pwd);
+	s->ev.cwd_len = append_path(s, len + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
+
+	submit_exec(s);
+	return 0;
+}
+
+/* A failed exec returns to the caller: report it with the caller's argv and filename. */
+static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
+{
+	struct syscall_entry entry = {};
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	long ret = ctx->ret;
+
+	if (take_entry(tid, &entry))
+		return 0;
+	if (ret >= 0)
+		return 0; /* success was reported by sched_process_exec */
+
+	__u64 now = now_boot_ns();
+	struct exec_scratch *s = get_scratch();
+	if (!s)
+		return 0;
+	s->ev.hdr.flags = 0;
+	fill_header(&s->ev.hdr, EVENT_EXEC, entry.syscall, entry.ts_boot, now);
+	s->ev.hdr.ret = ret;
+	s->ev.path_is_raw = 1;
+	s->ev.dirfd = (__s32)entry.arg2;
+	s->ev.at_flags = (__u32)entry.arg3;
+
+	__u32 max = argv_limit();
+	const char *const *argv = (const char *const *)entry.arg1;
+	s->argv_off = 0;
+	for (int i = 0; i < FAILED_EXEC_MAX_ARGS; i++) {
+		const char *arg = 0;
+		__u32 at = s->argv_off; /* from memory: keeps the verifier's loop states small */
+		if (!argv || bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
+			break;
+		if (at >= max) {
+			s->ev.hdr.flags |= FLAG_ARGV_TRUNCATED;
+			break;
+		}
+		long n = bpf_probe_read_user_str(&s->data[at & (ARGV_CAP - 1)], 2 * PATH_CAP, arg);
+		if (n <= 0) {
+			s->ev.hdr.flags |= FLAG_READ_FAILED;
+			break;
+		}
+		if (n == 2 * PATH_CAP)
+			s->ev.hdr.flags |= FLAG_ARGV_TRUNCATED;
+		s->argv_off = at + n;
+		if (i == FAILED_EXEC_MAX_ARGS - 1)
+			s->ev.hdr.flags |= FLAG_ARGV_TRUNCATED;
+	}
+	__u32 off = s->argv_off;
+	if (off > max) {
+		off = max;
+		s->ev.hdr.flags |= FLAG_ARGV_TRUNCATED;
+	}
+	off &= ARGV_CAP - 1;
+	s->ev.argv_len = off;
+
+	long n = bpf_probe_read_user_str(&s->data[off], PATH_CAP, (const char *)entry.arg0);
+	if (n < 0) {
+		n = 0;
+		s->ev.hdr.flags |= FLAG_READ_FAILED;
+	}
+	s->ev.path_len = n & (PATH_CAP - 1);
+
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct path pwd = BPF_CORE_READ(task, fs, pwd);
+	s->ev.cwd_len = append_path(s, off + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
+
+	submit_exec(s);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_execve")
+int exit_execve(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_exec(ctx);
+}
+
+SEC("tp/syscalls/sys_exit_execveat")
+int exit_execveat(struct trace_event_raw_sys_exit *ctx)
+{
+	return exit_exec(ctx);
+}
+
+/* ---- process creation ---- */
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct syscall_entry entry = {};
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 now = now_boot_ns();
+	int have = !take_entry(tid, &entry);
+
+	__u32 child_pid = BPF_CORE_READ(child, tgid);
+	__u32 child_tid = BPF_CORE_READ(child, pid);
+	if (child_pid != child_tid)
+		return 0; /* a thread, not a process */
+	if (BPF_CORE_READ(child, flags) & PF_KTHREAD_FLAG)
+		return 0;
+
+	struct fork_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(STAT_FORK_DROPPED);
+		return 0;
+	}
+	if (!have) {
+		entry.ts_boot = now;
+		entry.syscall = SC_CLONE;
+	}
+	fill_header(&ev->hdr, EVENT_FORK, entry.syscall, entry.ts_boot, now);
+	ev->hdr.flags = have ? 0 : FLAG_NO_ENTRY;
+	ev->hdr.ret = child_pid;
+	ev->child_pid = child_pid;
+	ev->child_tid = child_tid;
+	ev->clone_flags = entry.arg0;
+	bpf_ringbuf_submit(ev, 0);
+	stat_inc(STAT_FORK_EMITTED);
+	return 0;
+}
+
+/* ---- process termination ---- */
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	struct syscall_entry entry = {};
+	__u32 tid = BPF_CORE_READ(p, pid);
+	__u64 now = now_boot_ns();
+	int have = !take_entry(tid, &entry);
+
+	if (BPF_CORE_READ(p, flags) & PF_KTHREAD_FLAG)
+		return 0;
+	/* sched_process_exit fires per thread; the process ends with its last thread. */
+	if (BPF_CORE_READ(p, signal, live.counter) != 0)
+		return 0;
+
+	struct exit_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(STAT_EXIT_DROPPED);
+		return 0;
+	}
+	__u32 code = BPF_CORE_READ(p, exit_code);
+	__u32 syscall;
+	__s64 status;
+	if (code & 0x7f) {
+		syscall = SC_SIGNAL;
+		status = code & 0x7f;
+	} else {
+		syscall = (have && (entry.syscall == SC_EXIT || entry.syscall == SC_EXIT_GROUP))
+				  ? entry.syscall
+				  : SC_EXIT_GROUP;
+		status = (code >> 8) & 0xff;
+	}
+	int timed = have && syscall == entry.syscall;
+	fill_header(&ev->hdr, EVENT_EXIT, syscall, timed ? entry.ts_boot : now, now);
+	ev->hdr.flags = 0;
+	ev->hdr.ret = status;
+	ev->exit_code = code;
+	ev->core_dumped = (code & 0x80) ? 1 : 0;
+	bpf_ringbuf_submit(ev, 0);
+	stat_inc(STAT_EXIT_EMITTED);
+	return 0;
+}
+
+/* Make the shared records and enums visible in BTF, so the Rust skeleton carries them. */
+struct exec_event _exec_event = {};
+struct fork_event _fork_event = {};
+struct exit_event _exit_event = {};
+enum event_kind _event_kind = 0;
+enum syscall_id _syscall_id = 0;
+enum event_flags _event_flags = 0;
+enum stat_id _stat_id = 0;

@@ -1,0 +1,91 @@
+//! Text forms of a command line: the `cmdline` and `json_cmdline` columns.
+
+/// Arguments as text: invalid UTF-8 becomes U+FFFD (documented in the README).
+pub fn args_lossy(argv: &[Vec<u8>]) -> Vec<String> {
+    argv.iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn needs_quotes(arg: &str) -> bool {
+    arg.is_empty()
+        || arg
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '\\'))
+}
+
+/// `cmdline`: arguments joined by single spaces. An argument that is empty or contains
+/// whitespace, a control character, a quote or a backslash is wrapped in single quotes, with
+/// each `'` inside written as `'\''` (POSIX shell quoting), so the text splits back exactly.
+pub fn cmdline(args: &[String]) -> String {
+    let mut out = String::with_capacity(args.iter().map(|a| a.len() + 1).sum());
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if needs_quotes(arg) {
+            out.push('\'');
+            out.push_str(&arg.replace('\'', "'\\''"));
+            out.push('\'');
+        } else {
+            out.push_str(arg);
+        }
+    }
+    out
+}
+
+/// `json_cmdline`: a compact JSON array of the arguments.
+pub fn json_cmdline(args: &[String]) -> String {
+    serde_json::to_string(args).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// Bytes of a path or similar field as text (lossy).
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn plain_arguments_are_joined() {
+        assert_eq!(cmdline(&s(&["ls", "-l", "/tmp"])), "ls -l /tmp");
+        assert_eq!(json_cmdline(&s(&["ls", "-l"])), r#"["ls","-l"]"#);
+        assert_eq!(cmdline(&[]), "");
+        assert_eq!(json_cmdline(&[]), "[]");
+    }
+
+    #[test]
+    fn hostile_arguments_are_quoted() {
+        let args = s(&[
+            "echo",
+            "a b",
+            "",
+            "it's",
+            "x\"y",
+            "back\\slash",
+            "new\nline",
+        ]);
+        assert_eq!(
+            cmdline(&args),
+            r#"echo 'a b' '' 'it'\''s' 'x"y' 'back\slash' 'new
+line'"#
+        );
+        assert_eq!(
+            json_cmdline(&args),
+            r#"["echo","a b","","it's","x\"y","back\\slash","new\nline"]"#
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let args = args_lossy(&[b"a\xffb".to_vec(), b"ok".to_vec()]);
+        assert_eq!(args, vec!["a\u{fffd}b".to_string(), "ok".to_string()]);
+        assert_eq!(json_cmdline(&args), "[\"a\u{fffd}b\",\"ok\"]");
+    }
+}

@@ -1,0 +1,102 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use osquery_rust_ng::plugin::Plugin;
+
+use osquery_ebpf::config::SettingsArgs;
+use osquery_ebpf::extension::{self, ExitError, EXIT_STARTUP};
+use osquery_ebpf::runtime::Runtime;
+use osquery_ebpf::tables::{create_statement, ProcessTable, PROCESS_COLUMNS};
+use osquery_ebpf::{logging, watch};
+
+/// osquery extension serving bpf_process_events_v2 from eBPF (libbpf CO-RE).
+///
+/// Started by osqueryd/osqueryi with --socket, --timeout, --interval and --verbose; other
+/// settings come from the config file and OSQUERY_EBPF_* environment variables.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// osquery's extension manager socket (passed by osquery)
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Seconds to wait for osquery's socket (passed by osquery)
+    #[arg(long, default_value_t = 3)]
+    timeout: u64,
+    /// Seconds between osquery's health checks (passed by osquery; accepted for compatibility)
+    #[arg(long, default_value_t = 3)]
+    interval: u64,
+    /// More logging
+    #[arg(long, global = true)]
+    verbose: bool,
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Stream rows live to stdout, without osquery
+    Watch(watch::WatchArgs),
+    /// Print the table schemas as osquery shows them
+    Schema,
+}
+
+fn run(cli: Cli) -> Result<(), ExitError> {
+    let settings = cli.settings.resolve()?;
+    match cli.command {
+        Some(Command::Schema) => {
+            println!(
+                "{}",
+                create_statement(&settings.process_table, PROCESS_COLUMNS)
+            );
+            Ok(())
+        }
+        Some(Command::Watch(args)) => {
+            let rt = Arc::new(Runtime::start(&settings)?);
+            rt.spawn_loss_monitor(Duration::from_secs(5))?;
+            watch::run(rt, &settings.process_table, &args)?;
+            Ok(())
+        }
+        None => {
+            let Some(socket) = cli.socket else {
+                return Err(ExitError::new(
+                    EXIT_STARTUP,
+                    anyhow::anyhow!(
+                        "--socket is required: osquery starts this extension with it \
+                         (try `osqueryi --extension PATH`, or `osquery-ebpf watch` without osquery)"
+                    ),
+                ));
+            };
+            let rt = Arc::new(Runtime::start(&settings)?);
+            rt.spawn_loss_monitor(Duration::from_secs(5))?;
+            let table = ProcessTable {
+                name: settings.process_table.clone(),
+                store: rt.process_store.clone(),
+            };
+            let result = extension::serve(
+                &socket,
+                Duration::from_secs(cli.timeout.max(1)),
+                vec![Plugin::readonly_table(table)],
+            );
+            rt.shutdown();
+            result
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{:#}", e.error);
+            eprintln!("osquery-ebpf: {:#}", e.error);
+            ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+        }
+    }
+}

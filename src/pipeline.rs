@@ -1,0 +1,275 @@
+//! The process-context stage: turns decoded events into complete rows and stores them.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+use crate::event::{Event, ExecEvent, Syscall, AT_FDCWD};
+use crate::format::{args_lossy, text};
+use crate::procctx::{ProcInfo, ProcessContext};
+use crate::store::Store;
+
+/// One `bpf_process_events_v2` row (eid and time live in the store entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRow {
+    pub tid: u32,
+    pub pid: u32,
+    pub parent: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cid: u64,
+    pub exit_code: i64,
+    pub probe_error: bool,
+    pub syscall: Syscall,
+    pub path: Arc<str>,
+    pub cwd: Arc<str>,
+    pub args: Arc<[String]>,
+    pub duration: u64,
+    /// CLOCK_BOOTTIME ns at syscall entry.
+    pub ntime: u64,
+}
+
+/// Converts CLOCK_BOOTTIME nanoseconds (the probes' clock) to UNIX time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// realtime - boottime, ns
+    offset_ns: i128,
+}
+
+fn clock_ns(id: nix::time::ClockId) -> i128 {
+    nix::time::clock_gettime(id)
+        .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
+        .unwrap_or(0)
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
+        let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
+        Clock {
+            offset_ns: real - boot,
+        }
+    }
+
+    #[cfg(test)]
+    pub fn with_offset(offset_ns: i128) -> Clock {
+        Clock { offset_ns }
+    }
+
+    pub fn unix_secs(&self, ts_boot: u64) -> u64 {
+        let ns = i128::from(ts_boot) + self.offset_ns;
+        u64::try_from(ns.max(0) / 1_000_000_000).unwrap_or(0)
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The path column of an exec row. A failed exec's filename is as the caller passed it; a
+/// relative one is joined to the cwd when it was relative to the cwd.
+fn exec_path(ev: &ExecEvent, cwd: &str) -> String {
+    let path = text(&ev.path);
+    if !ev.path_is_raw || path.starts_with('/') || path.is_empty() || ev.dirfd != AT_FDCWD {
+        return path;
+    }
+    let rel = path.strip_prefix("./").unwrap_or(&path);
+    if cwd.ends_with('/') {
+        format!("{cwd}{rel}")
+    } else {
+        format!("{cwd}/{rel}")
+    }
+}
+
+/// Build the row for an event, updating the process context.
+pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
+    let h = ev.header();
+    let base = |info: Option<&ProcInfo>, exit_code: i64| {
+        let info = info.cloned().unwrap_or_default();
+        ProcessRow {
+            tid: h.tid,
+            pid: h.pid,
+            parent: h.ppid,
+            uid: h.uid,
+            gid: h.gid,
+            cid: h.cgroup_id,
+            exit_code,
+            probe_error: h.probe_error(),
+            syscall: h.syscall,
+            path: info.path,
+            cwd: info.cwd,
+            args: info.args,
+            duration: h.duration,
+            ntime: h.ts_boot,
+        }
+    };
+    match ev {
+        Event::Exec(e) => {
+            let cwd = text(&e.cwd);
+            let path = exec_path(e, &cwd);
+            let info = ProcInfo {
+                ppid: h.ppid,
+                path: path.into(),
+                cwd: cwd.into(),
+                args: args_lossy(&e.argv).into(),
+            };
+            let row = base(Some(&info), h.ret);
+            if h.ret == 0 {
+                ctx.on_exec(h.pid, info);
+            }
+            row
+        }
+        Event::Fork(f) => {
+            let row = base(ctx.get(h.pid), h.ret);
+            ctx.on_fork(h.pid, f.child_pid);
+            row
+        }
+        Event::Exit(_) => {
+            let info = ctx.on_exit(h.pid);
+            base(info.as_ref(), h.ret)
+        }
+    }
+}
+
+/// The stage's thread: drain the queue, enrich, store. Stops when `stop` is set and the queue
+/// is empty, or when every sender is gone.
+pub fn spawn(
+    rx: Receiver<Event>,
+    mut ctx: ProcessContext,
+    store: Arc<Store<crate::pipeline::ProcessRow>>,
+    stop: Arc<AtomicBool>,
+    proc_root: &Path,
+) -> std::io::Result<JoinHandle<()>> {
+    let proc_root = proc_root.to_path_buf();
+    std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || {
+            let mut clock = Clock::now();
+            let mut last_clock = Instant::now();
+            let mut last_prune = Instant::now();
+            loop {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(ev) => {
+                        if last_clock.elapsed() > Duration::from_secs(1) {
+                            clock = Clock::now();
+                            last_clock = Instant::now();
+                        }
+                        let row = enrich(&mut ctx, &ev);
+                        let time = clock.unix_secs(row.ntime);
+                        store.push(time, row, unix_now());
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+                if last_prune.elapsed() > Duration::from_secs(60) {
+                    let root = proc_root.clone();
+                    let gone = ctx.prune(|pid| root.join(pid.to_string()).exists());
+                    tracing::debug!(gone, known = ctx.len(), "pruned the process context");
+                    last_prune = Instant::now();
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ExitEvent, ForkEvent, Header};
+
+    fn hdr(syscall: Syscall, pid: u32, ppid: u32, ret: i64) -> Header {
+        Header {
+            syscall,
+            ts_boot: 5_000_000_000,
+            duration: 1000,
+            ret,
+            cgroup_id: 3,
+            tid: pid,
+            pid,
+            ppid,
+            uid: 0,
+            gid: 0,
+            flags: 0,
+        }
+    }
+
+    fn exec(pid: u32, ret: i64, path: &[u8], raw: bool) -> Event {
+        Event::Exec(ExecEvent {
+            hdr: hdr(Syscall::Execve, pid, 1, ret),
+            argv: vec![b"prog".to_vec(), b"a b".to_vec()],
+            path: path.to_vec(),
+            cwd: b"/srv".to_vec(),
+            path_is_raw: raw,
+            dirfd: AT_FDCWD,
+            at_flags: 0,
+        })
+    }
+
+    #[test]
+    fn exec_fork_exit_rows_are_complete() {
+        let mut ctx = ProcessContext::default();
+        let row = enrich(&mut ctx, &exec(10, 0, b"/usr/bin/prog", false));
+        assert_eq!(
+            (&*row.path, &*row.cwd, row.parent),
+            ("/usr/bin/prog", "/srv", 1)
+        );
+        assert_eq!(row.args.len(), 2);
+
+        let fork = Event::Fork(ForkEvent {
+            hdr: hdr(Syscall::Clone3, 10, 1, 11),
+            child_pid: 11,
+            child_tid: 11,
+            clone_flags: 0,
+        });
+        let row = enrich(&mut ctx, &fork);
+        assert_eq!(
+            (row.pid, row.exit_code, &*row.path),
+            (10, 11, "/usr/bin/prog")
+        );
+        assert_eq!(row.syscall.name(), "clone3");
+
+        let exit = Event::Exit(ExitEvent {
+            hdr: hdr(Syscall::ExitGroup, 11, 10, 3),
+            exit_code: 3 << 8,
+            core_dumped: false,
+        });
+        let row = enrich(&mut ctx, &exit);
+        assert_eq!((row.pid, row.parent, row.exit_code), (11, 10, 3));
+        assert_eq!(&*row.path, "/usr/bin/prog");
+        assert_eq!(
+            row.args.to_vec(),
+            vec!["prog".to_string(), "a b".to_string()]
+        );
+        assert!(ctx.get(11).is_none());
+    }
+
+    #[test]
+    fn failed_exec_joins_relative_path_and_does_not_change_context() {
+        let mut ctx = ProcessContext::default();
+        let row = enrich(&mut ctx, &exec(20, -2, b"./missing", true));
+        assert_eq!(&*row.path, "/srv/missing");
+        assert_eq!(row.exit_code, -2);
+        assert!(ctx.get(20).is_none());
+        let row = enrich(&mut ctx, &exec(20, -2, b"/abs/missing", true));
+        assert_eq!(&*row.path, "/abs/missing");
+    }
+
+    #[test]
+    fn clock_converts_boot_time() {
+        let c = Clock::with_offset(1_700_000_000_000_000_000);
+        assert_eq!(c.unix_secs(5_500_000_000), 1_700_000_005);
+        let now = Clock::now();
+        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME) as u64;
+        assert!(now.unix_secs(boot).abs_diff(unix_now()) <= 1);
+    }
+}

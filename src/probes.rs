@@ -1,0 +1,344 @@
+//! Loading the precompiled CO-RE probes, attaching them, and the ring-buffer consumer thread.
+
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use crossbeam_channel::{SendTimeoutError, Sender};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle};
+
+use crate::event::{decode, Event};
+use crate::skel::{types, ProcessSkelBuilder};
+use crate::stats::Counters;
+
+/// The compile-time argv capacity of a record (`ARGV_CAP` in bpf/events.h) less its NUL.
+pub const ARGV_MAX_LIMIT: u32 = 65535;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeOptions {
+    /// argv bytes captured per exec.
+    pub argv_max: u32,
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Threads that can be inside a traced syscall at once.
+    pub entries_max: u32,
+    /// A BTF file for kernels without /sys/kernel/btf/vmlinux.
+    pub btf_path: Option<PathBuf>,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            argv_max: 16384,
+            ring_buffer_bytes: 16 << 20,
+            entries_max: 16384,
+            btf_path: None,
+        }
+    }
+}
+
+/// Route libbpf's own messages into tracing.
+fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
+    let msg = msg.trim_end();
+    match level {
+        libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
+        libbpf_rs::PrintLevel::Info => tracing::debug!(target: "libbpf", "{msg}"),
+        libbpf_rs::PrintLevel::Debug => tracing::trace!(target: "libbpf", "{msg}"),
+    }
+}
+
+/// Classic `tp/` attachment finds tracepoint ids in tracefs, which is not always mounted.
+fn ensure_tracefs() -> Result<()> {
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").exists() || Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return Ok(());
+    }
+    tracing::info!("tracefs is not mounted; mounting it at /sys/kernel/tracing");
+    nix::mount::mount(
+        Some("tracefs"),
+        tracing,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .context(
+        "tracefs is not mounted and mounting it at /sys/kernel/tracing failed; \
+         mount it with `mount -t tracefs tracefs /sys/kernel/tracing`",
+    )
+}
+
+pub fn check_options(opts: &ProbeOptions) -> Result<()> {
+    if opts.argv_max == 0 || opts.argv_max > ARGV_MAX_LIMIT {
+        bail!(
+            "argv_max: must be between 1 and {ARGV_MAX_LIMIT}, not {}",
+            opts.argv_max
+        );
+    }
+    let ring = opts.ring_buffer_bytes;
+    if !ring.is_power_of_two() || ring < 4096 {
+        bail!("ring_buffer_size: must be a power of two of at least 4096 bytes, not {ring}");
+    }
+    if opts.entries_max == 0 {
+        bail!("entries_max: must be positive");
+    }
+    Ok(())
+}
+
+/// Sums of the per-CPU kernel counters, indexed by `enum stat_id`.
+#[derive(Clone)]
+pub struct KernelStats {
+    map: Arc<MapHandle>,
+}
+
+impl KernelStats {
+    pub fn read(&self) -> Vec<u64> {
+        let n = types::stat_id::STAT_MAX.0;
+        (0..n)
+            .map(|id| {
+                self.map
+                    .lookup_percpu(&id.to_ne_bytes(), MapFlags::ANY)
+                    .ok()
+                    .flatten()
+                    .map(|cpus| {
+                        cpus.iter()
+                            .filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes))
+                            .sum()
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
+/// The running probes: a consumer thread owns the loaded object and drains the ring buffer.
+pub struct Probes {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub kernel_stats: KernelStats,
+    /// Programs that attached, and those that did not (with the reason).
+    pub attached: Vec<String>,
+    pub failed: Vec<(String, String)>,
+}
+
+impl Probes {
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Loaded {
+    stats: MapHandle,
+    attached: Vec<String>,
+    failed: Vec<(String, String)>,
+}
+
+/// Load and attach the process probes and start the consumer thread, which sends decoded
+/// events to `tx`. Returns once the probes are attached, or with the load error.
+pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) -> Result<Probes> {
+    check_options(opts)?;
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
+    ensure_tracefs()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<Loaded>>(1);
+    let opts = opts.clone();
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("ringbuf".into())
+        .spawn(move || consumer(opts, tx, counters, thread_stop, ready_tx))
+        .context("spawning the ring-buffer consumer thread")?;
+    let loaded = ready_rx
+        .recv()
+        .context("the ring-buffer consumer thread ended before loading the probes")?;
+    match loaded {
+        Ok(l) => Ok(Probes {
+            stop,
+            thread: Some(thread),
+            kernel_stats: KernelStats {
+                map: Arc::new(l.stats),
+            },
+            attached: l.attached,
+            failed: l.failed,
+        }),
+        Err(e) => {
+            let _ = thread.join();
+            Err(e)
+        }
+    }
+}
+
+fn consumer(
+    opts: ProbeOptions,
+    tx: Sender<Event>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    ready: Sender<Result<Loaded>>,
+) {
+    let mut object = MaybeUninit::uninit();
+    let skel = match load(&opts, &mut object) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let (skel, attached, failed, _links) = skel;
+
+    let cb_stop = stop.clone();
+    let cb_counters = counters.clone();
+    let mut builder = libbpf_rs::RingBufferBuilder::new();
+    let handler = move |data: &[u8]| -> i32 {
+        match decode(data) {
+            Ok(ev) => {
+                cb_counters.received(&ev);
+                let mut ev = ev;
+                loop {
+                    match tx.send_timeout(ev, Duration::from_millis(100)) {
+                        Ok(()) => break,
+                        Err(SendTimeoutError::Timeout(back)) => {
+                            if cb_stop.load(Ordering::Acquire) {
+                                cb_counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            ev = back;
+                        }
+                        Err(SendTimeoutError::Disconnected(_)) => {
+                            cb_counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                cb_counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("undecodable record: {e}");
+            }
+        }
+        0
+    };
+    let ring = builder
+        .add(&skel.maps.events, handler)
+        .map(|_| ())
+        .and_then(|()| builder.build());
+    let ring = match ring {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(
+                anyhow::Error::new(e).context("setting up the ring buffer")
+            ));
+            return;
+        }
+    };
+    let stats = match MapHandle::try_from(&skel.maps.stats) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = ready.send(Err(anyhow::Error::new(e).context("opening the stats map")));
+            return;
+        }
+    };
+    if ready
+        .send(Ok(Loaded {
+            stats,
+            attached,
+            failed,
+        }))
+        .is_err()
+    {
+        return;
+    }
+    while !stop.load(Ordering::Acquire) {
+        if let Err(e) = ring.poll(Duration::from_millis(100)) {
+            if e.kind() != libbpf_rs::ErrorKind::Interrupted {
+                tracing::error!("ring buffer poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    // Deliver what is already in the ring before the probes are detached.
+    let _ = ring.consume();
+}
+
+type LoadResult<'obj> = (
+    crate::skel::ProcessSkel<'obj>,
+    Vec<String>,
+    Vec<(String, String)>,
+    Vec<libbpf_rs::Link>,
+);
+
+fn load<'obj>(
+    opts: &ProbeOptions,
+    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+) -> Result<LoadResult<'obj>> {
+    let mut builder = ProcessSkelBuilder::default();
+    if let Some(btf) = &opts.btf_path {
+        builder
+            .obj_builder
+            .btf_custom_path(btf)
+            .with_context(|| format!("using BTF file {}", btf.display()))?;
+    } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        bail!(
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); \
+             pass a BTF file for it with --btf-path (see the README)"
+        );
+    }
+    let mut open = builder.open(object).context("opening the process probes")?;
+    let ncpu = libbpf_rs::num_possible_cpus().context("counting possible CPUs")? as u32;
+    open.maps
+        .exec_scratch
+        .set_max_entries(ncpu.max(1))
+        .context("sizing the scratch map")?;
+    open.maps
+        .events
+        .set_max_entries(opts.ring_buffer_bytes)
+        .context("sizing the ring buffer")?;
+    open.maps
+        .entries
+        .set_max_entries(opts.entries_max)
+        .context("sizing the syscall entry map")?;
+    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+        rodata.argv_max = opts.argv_max;
+    }
+    let skel = open.load().map_err(|e| {
+        let hint = if nix::unistd::geteuid().is_root() {
+            ""
+        } else {
+            " (loading BPF programs needs root, or CAP_BPF and CAP_PERFMON)"
+        };
+        anyhow::anyhow!("loading the process probes into the kernel failed{hint}: {e}")
+    })?;
+
+    let mut links = Vec::new();
+    let mut attached = Vec::new();
+    let mut failed = Vec::new();
+    for prog in skel.object().progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        match prog.attach() {
+            Ok(link) => {
+                links.push(link);
+                attached.push(name);
+            }
+            Err(e) => {
+                tracing::warn!(program = %name, "probe did not attach, its events will be missing: {e}");
+                failed.push((name, e.to_string()));
+            }
+        }
+    }
+    if attached.is_empty() {
+        bail!("no process probe could be attached");
+    }
+    Ok((skel, attached, failed, links))
+}

@@ -1,0 +1,178 @@
+//! Wiring: probes -> bounded queue -> process-context stage -> store, plus the loss monitor.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::config::Settings;
+use crate::pipeline::{self, ProcessRow};
+use crate::probes::{self, KernelStats, Probes};
+use crate::procctx::ProcessContext;
+use crate::stats::{kernel_stat_names, Counters, KERNEL_LOSS_STATS};
+use crate::store::Store;
+
+pub struct Runtime {
+    pub process_store: Arc<Store<ProcessRow>>,
+    pub counters: Arc<Counters>,
+    probes: Mutex<Probes>,
+    kernel_stats: KernelStats,
+    attached: usize,
+    failed: usize,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// One counter: name, value, meaning.
+pub type Stat = (String, u64, String);
+
+impl Runtime {
+    pub fn start(settings: &Settings) -> Result<Runtime> {
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = crossbeam_channel::bounded(settings.queue_size);
+        // Attach first and seed from /proc after, so that no process falls between the two:
+        // events of the meantime wait in the queue and are applied on top of the seed.
+        let probes = probes::start(&settings.probes, tx, counters.clone())?;
+        tracing::info!(
+            attached = probes.attached.len(),
+            failed = probes.failed.len(),
+            "process probes loaded"
+        );
+        let proc_root = Path::new("/proc");
+        let ctx = ProcessContext::seed_from_proc(proc_root);
+        tracing::info!(processes = ctx.len(), "process context seeded from /proc");
+
+        let store = Arc::new(Store::new(settings.events_max, settings.events_expiry));
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = pipeline::spawn(rx, ctx, store.clone(), stop.clone(), proc_root)
+            .context("spawning the pipeline thread")?;
+        Ok(Runtime {
+            process_store: store,
+            counters,
+            kernel_stats: probes.kernel_stats.clone(),
+            attached: probes.attached.len(),
+            failed: probes.failed.len(),
+            probes: Mutex::new(probes),
+            stop,
+            threads: Mutex::new(vec![t]),
+        })
+    }
+
+    /// Every counter, kernel and user space.
+    pub fn stats(&self) -> Vec<Stat> {
+        let mut out: Vec<Stat> = self
+            .counters
+            .snapshot()
+            .into_iter()
+            .map(|(n, v, d)| (n.to_string(), v, d.to_string()))
+            .collect();
+        let kernel = self.kernel_stats.read();
+        for ((name, desc), v) in kernel_stat_names().into_iter().zip(kernel) {
+            out.push((name.to_string(), v, desc.to_string()));
+        }
+        let c = &self.process_store.counters;
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        out.push((
+            "process_rows_buffered".into(),
+            self.process_store.len() as u64,
+            "process rows in the store now".into(),
+        ));
+        out.push((
+            "process_rows_evicted_age".into(),
+            g(&c.evicted_by_age),
+            "process rows dropped from the store by events_expiry".into(),
+        ));
+        out.push((
+            "process_rows_evicted_count".into(),
+            g(&c.evicted_by_count),
+            "process rows dropped from the store by events_max".into(),
+        ));
+        out.push((
+            "probes_attached".into(),
+            self.attached as u64,
+            "BPF programs attached".into(),
+        ));
+        out.push((
+            "probes_failed".into(),
+            self.failed as u64,
+            "BPF programs that failed to attach".into(),
+        ));
+        out
+    }
+
+    /// Sum of the counters that mean a lost row.
+    pub fn losses(stats: &[Stat]) -> u64 {
+        stats
+            .iter()
+            .filter(|(n, _, _)| {
+                KERNEL_LOSS_STATS.contains(&n.as_str())
+                    || n == "queue_dropped"
+                    || n == "decode_errors"
+            })
+            .map(|(_, v, _)| v)
+            .sum()
+    }
+
+    /// Log a warning, at most every `every`, when a loss counter moved.
+    pub fn spawn_loss_monitor(self: &Arc<Self>, every: Duration) -> Result<()> {
+        let rt = Arc::downgrade(self);
+        let stop = self.stop.clone();
+        std::thread::Builder::new()
+            .name("loss-monitor".into())
+            .spawn(move || {
+                let mut last = 0;
+                let mut tick = Instant::now();
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if tick.elapsed() < every {
+                        continue;
+                    }
+                    tick = Instant::now();
+                    let Some(rt) = rt.upgrade() else { break };
+                    let stats = rt.stats();
+                    let lost = Runtime::losses(&stats);
+                    if lost > last {
+                        let detail: Vec<String> = stats
+                            .iter()
+                            .filter(|(n, v, _)| {
+                                *v > 0
+                                    && (n.contains("dropped")
+                                        || n.contains("errors")
+                                        || n.contains("missing"))
+                            })
+                            .map(|(n, v, _)| format!("{n}={v}"))
+                            .collect();
+                        tracing::warn!("events were lost: {} in all ({})", lost, detail.join(", "));
+                        last = lost;
+                    }
+                }
+            })
+            .context("spawning the loss monitor")?;
+        Ok(())
+    }
+
+    /// Stop the consumer (draining the ring), then the pipeline once its queue is empty.
+    pub fn shutdown(&self) {
+        if let Ok(mut p) = self.probes.lock() {
+            p.stop();
+        }
+        self.stop.store(true, Ordering::Release);
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

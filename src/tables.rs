@@ -1,0 +1,255 @@
+//! The osquery table plugins: schemas (identical to osquery 5.23's tables) and `generate`.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use osquery_rust_ng::plugin::{ColumnDef, ColumnOptions, ColumnType, ReadOnlyTable};
+use osquery_rust_ng::{ExtensionPluginRequest, ExtensionResponse, ExtensionStatus};
+
+use crate::constraints::{parse_context, Query};
+use crate::format::{cmdline, json_cmdline};
+use crate::pipeline::{unix_now, ProcessRow};
+use crate::store::{Entry, Store};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Text,
+    Integer,
+    BigInt,
+}
+
+impl Type {
+    pub fn sql(self) -> &'static str {
+        match self {
+            Type::Text => "TEXT",
+            Type::Integer => "INTEGER",
+            Type::BigInt => "BIGINT",
+        }
+    }
+}
+
+/// Column option bits (osquery `column.h`).
+pub const HIDDEN: u32 = 16;
+pub const ADDITIONAL: u32 = 4;
+
+/// name, type, options
+pub type Column = (&'static str, Type, u32);
+
+/// `bpf_process_events` of osquery 5.23: 17 columns, in this order.
+pub const PROCESS_COLUMNS: &[Column] = &[
+    ("tid", Type::BigInt, 0),
+    ("pid", Type::BigInt, 0),
+    ("parent", Type::BigInt, 0),
+    ("uid", Type::BigInt, 0),
+    ("gid", Type::BigInt, 0),
+    ("cid", Type::Integer, 0),
+    ("exit_code", Type::Text, 0),
+    ("probe_error", Type::Integer, 0),
+    ("syscall", Type::Text, 0),
+    ("path", Type::Text, 0),
+    ("cwd", Type::Text, 0),
+    ("cmdline", Type::Text, 0),
+    ("duration", Type::Integer, 0),
+    ("json_cmdline", Type::Text, HIDDEN),
+    ("ntime", Type::Text, 0),
+    ("time", Type::BigInt, HIDDEN | ADDITIONAL),
+    ("eid", Type::Integer, HIDDEN),
+];
+
+pub fn column_defs(columns: &[Column]) -> Vec<ColumnDef> {
+    columns
+        .iter()
+        .map(|&(name, ty, op)| {
+            let t = match ty {
+                Type::Text => ColumnType::Text,
+                Type::Integer => ColumnType::Integer,
+                Type::BigInt => ColumnType::BigInt,
+            };
+            ColumnDef::new(name, t, ColumnOptions::from_bits_truncate(op))
+        })
+        .collect()
+}
+
+/// The table as osqueryi's `.schema` would show it.
+pub fn create_statement(name: &str, columns: &[Column]) -> String {
+    let cols: Vec<String> = columns
+        .iter()
+        .map(|&(n, ty, op)| {
+            let mut c = format!("`{n}` {}", ty.sql());
+            if op & HIDDEN != 0 {
+                c.push_str(" HIDDEN");
+            }
+            c
+        })
+        .collect();
+    format!("CREATE TABLE {name}({});", cols.join(", "))
+}
+
+/// The cells of a process row, for the columns `q` uses.
+pub fn process_cells(e: &Entry<ProcessRow>, q: &Query) -> BTreeMap<String, String> {
+    let r = &e.row;
+    let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        if q.uses(k) {
+            m.insert(k.to_string(), v);
+        }
+    };
+    put("tid", r.tid.to_string());
+    put("pid", r.pid.to_string());
+    put("parent", r.parent.to_string());
+    put("uid", r.uid.to_string());
+    put("gid", r.gid.to_string());
+    put("cid", r.cid.to_string());
+    put("exit_code", r.exit_code.to_string());
+    put("probe_error", u8::from(r.probe_error).to_string());
+    put("syscall", r.syscall.name().to_string());
+    put("path", r.path.to_string());
+    put("cwd", r.cwd.to_string());
+    if q.uses("cmdline") {
+        put("cmdline", cmdline(&r.args));
+    }
+    put("duration", r.duration.to_string());
+    if q.uses("json_cmdline") {
+        put("json_cmdline", json_cmdline(&r.args));
+    }
+    put("ntime", r.ntime.to_string());
+    put("time", e.time.to_string());
+    put("eid", e.eid.to_string());
+    m
+}
+
+fn failure(message: String) -> ExtensionResponse {
+    tracing::warn!("generate failed: {message}");
+    ExtensionResponse::new(ExtensionStatus::new(1, message, None), vec![])
+}
+
+/// The process table, answering from the store.
+pub struct ProcessTable {
+    pub name: String,
+    pub store: Arc<Store<ProcessRow>>,
+}
+
+impl ProcessTable {
+    pub fn rows(&self, q: &Query) -> Vec<BTreeMap<String, String>> {
+        let selected = self.store.select(unix_now(), |e| {
+            q.time_matches(e.time) && q.pid_matches(e.row.pid)
+        });
+        selected.iter().map(|e| process_cells(e, q)).collect()
+    }
+}
+
+/// Run a generate body so that a bad request or a bug becomes status 1, never a crash or a
+/// dropped connection.
+pub fn guarded_generate(
+    table: &str,
+    req: &ExtensionPluginRequest,
+    body: impl FnOnce(&Query) -> Vec<BTreeMap<String, String>>,
+) -> ExtensionResponse {
+    let context = req.get("context").map(String::as_str).unwrap_or("");
+    let query = match parse_context(context) {
+        Ok(q) => q,
+        Err(e) => return failure(format!("{table}: {e}")),
+    };
+    match catch_unwind(AssertUnwindSafe(|| body(&query))) {
+        Ok(rows) => ExtensionResponse::new(ExtensionStatus::new(0, "OK".to_string(), None), rows),
+        Err(_) => failure(format!("{table}: internal error while generating rows")),
+    }
+}
+
+impl ReadOnlyTable for ProcessTable {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn columns(&self) -> Vec<ColumnDef> {
+        column_defs(PROCESS_COLUMNS)
+    }
+
+    fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
+        guarded_generate(&self.name, &req, |q| self.rows(q))
+    }
+
+    fn shutdown(&self) {
+        tracing::debug!(table = %self.name, "table shut down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Syscall;
+
+    fn row(pid: u32) -> ProcessRow {
+        ProcessRow {
+            tid: pid,
+            pid,
+            parent: 1,
+            uid: 0,
+            gid: 0,
+            cid: 9,
+            exit_code: -2,
+            probe_error: false,
+            syscall: Syscall::Execve,
+            path: "/bin/x".into(),
+            cwd: "/".into(),
+            args: vec!["x".to_string(), "a b".to_string()].into(),
+            duration: 10,
+            ntime: 123,
+        }
+    }
+
+    #[test]
+    fn schema_matches_the_old_table() {
+        assert_eq!(PROCESS_COLUMNS.len(), 17);
+        let stmt = create_statement("bpf_process_events", PROCESS_COLUMNS);
+        assert!(stmt.starts_with("CREATE TABLE bpf_process_events(`tid` BIGINT, `pid` BIGINT"));
+        assert!(stmt.contains("`json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
+    }
+
+    #[test]
+    fn generate_applies_constraints_and_reports_bad_requests() {
+        let store = Arc::new(Store::new(100, 3600));
+        let now = unix_now();
+        store.push(now - 10, row(5), now);
+        store.push(now, row(6), now);
+        let t = ProcessTable {
+            name: "bpf_process_events_v2".into(),
+            store,
+        };
+        let mut req = ExtensionPluginRequest::new();
+        req.insert("action".into(), "generate".into());
+        req.insert(
+            "context".into(),
+            format!(
+                r#"{{"constraints":[{{"name":"time","list":[{{"op":4,"expr":"{}"}}]}}]}}"#,
+                now - 5
+            ),
+        );
+        let resp = t.generate(req.clone());
+        let rows = resp.response.expect("rows");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["pid"], "6");
+        assert_eq!(rows[0]["cmdline"], "x 'a b'");
+        assert_eq!(rows[0]["json_cmdline"], r#"["x","a b"]"#);
+        assert_eq!(rows[0]["exit_code"], "-2");
+        assert_eq!(rows[0]["eid"], "2");
+        assert_eq!(rows[0].len(), 17);
+
+        req.insert("context".into(), "{not json".into());
+        let resp = t.generate(req);
+        let status = resp.status.expect("status");
+        assert_eq!(status.code, Some(1));
+        assert!(status
+            .message
+            .unwrap_or_default()
+            .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn a_panicking_body_becomes_an_error_status() {
+        let req = ExtensionPluginRequest::new();
+        let resp = guarded_generate("t", &req, |_| panic!("boom"));
+        assert_eq!(resp.status.and_then(|s| s.code), Some(1));
+    }
+}
