@@ -45,15 +45,17 @@ pub fn wait_for_socket(socket: &Path, timeout: Duration) -> Result<(), ExitError
     loop {
         match UnixStream::connect(socket) {
             Ok(_) => return Ok(()),
-            Err(e) if start.elapsed() >= timeout => return Err(ExitError::new(
-                EXIT_NO_OSQUERY,
-                anyhow::anyhow!(
+            Err(e) if start.elapsed() >= timeout => {
+                return Err(ExitError::new(
+                    EXIT_NO_OSQUERY,
+                    anyhow::anyhow!(
                     "osquery's extension socket {} did not accept a connection within {} s: {e}. \
                          Is osqueryd running with extensions enabled?",
                     socket.display(),
                     timeout.as_secs()
                 ),
-            )),
+                ))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }

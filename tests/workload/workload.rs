@@ -1,1 +1,213 @@
-fn main() {}
+//! Workloads with known answers for the integration tests. Each prints one JSON line of facts
+//! (pids, errno) on stdout, then does what its name says.
+
+use std::ffi::{CString, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStringExt;
+
+fn cstrings(args: &[OsString]) -> Vec<CString> {
+    args.iter()
+        .map(|a| CString::new(a.clone().into_vec()).expect("argument without NUL"))
+        .collect()
+}
+
+fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
+    v.iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn wait(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// vfork(2), the child calling exit_group(0) at once without touching the shared stack (libc's
+/// vfork() wrapper is deprecated in Rust for that reason).
+#[cfg(target_arch = "x86_64")]
+fn vfork_and_exit_child() -> libc::pid_t {
+    let ret: i64;
+    // SAFETY: in the child, only two syscalls run, on registers; the parent resumes after it.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov eax, 231", // exit_group
+            "xor edi, edi",
+            "syscall",
+            "2:",
+            inout("rax") libc::SYS_vfork => ret,
+            out("rdi") _,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    ret as libc::pid_t
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vfork_and_exit_child() -> libc::pid_t {
+    // SAFETY: the child only calls _exit.
+    #[allow(deprecated)]
+    let pid = unsafe { libc::vfork() };
+    if pid == 0 {
+        // SAFETY: leaving the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    pid
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let cmd = args
+        .first()
+        .and_then(|a| a.to_str())
+        .unwrap_or("")
+        .to_string();
+    let rest = &args[args.len().min(1)..];
+    let me = std::process::id();
+    let envp: Vec<*const libc::c_char> = vec![std::ptr::null()];
+    match cmd.as_str() {
+        // chdir(DIR) then execv("./PROG", ["./PROG", ARGS...])
+        "exec-rel" => {
+            std::env::set_current_dir(&rest[0]).expect("chdir");
+            let mut argv = vec![OsString::from(format!("./{}", rest[1].to_string_lossy()))];
+            argv.extend_from_slice(&rest[2..]);
+            let c = cstrings(&argv);
+            say(&format!(r#"{{"pid":{me}}}"#));
+            // SAFETY: NUL-terminated argv/envp arrays of valid C strings.
+            unsafe { libc::execve(c[0].as_ptr(), ptrs(&c).as_ptr(), envp.as_ptr()) };
+            say(&format!(r#"{{"errno":{}}}"#, errno()));
+        }
+        // execveat(open(DIR), NAME, [NAME, ARGS...], 0)
+        "execveat-dirfd" => {
+            let dir = CString::new(rest[0].clone().into_vec()).expect("dir");
+            // SAFETY: valid path string.
+            let fd = unsafe { libc::open(dir.as_ptr(), libc::O_PATH | libc::O_DIRECTORY) };
+            let c = cstrings(&rest[1..]);
+            say(&format!(r#"{{"pid":{me},"dirfd":{fd}}}"#));
+            // SAFETY: as above.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    c[0].as_ptr(),
+                    ptrs(&c).as_ptr(),
+                    envp.as_ptr(),
+                    0,
+                )
+            };
+            say(&format!(r#"{{"errno":{}}}"#, errno()));
+        }
+        // execveat(open(FILE), "", [ARGS...], AT_EMPTY_PATH)
+        "execveat-empty" => {
+            let file = CString::new(rest[0].clone().into_vec()).expect("file");
+            // SAFETY: valid path string.
+            let fd = unsafe { libc::open(file.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            let c = cstrings(&rest[1..]);
+            let empty = CString::default();
+            say(&format!(r#"{{"pid":{me},"fd":{fd}}}"#));
+            // SAFETY: as above.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_execveat,
+                    fd,
+                    empty.as_ptr(),
+                    ptrs(&c).as_ptr(),
+                    envp.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            say(&format!(r#"{{"errno":{}}}"#, errno()));
+        }
+        // execv(PATH, [PATH, ARGS...]) expected to fail
+        "exec-fail" => {
+            let c = cstrings(rest);
+            // SAFETY: as above.
+            unsafe { libc::execve(c[0].as_ptr(), ptrs(&c).as_ptr(), envp.as_ptr()) };
+            say(&format!(r#"{{"pid":{me},"errno":{}}}"#, errno()));
+        }
+        "fork" => {
+            // The fork(2) syscall itself: glibc's fork() calls clone.
+            // SAFETY: the child only calls _exit.
+            let pid = unsafe { libc::syscall(libc::SYS_fork) } as libc::pid_t;
+            if pid == 0 {
+                // SAFETY: leaving the child at once.
+                unsafe { libc::_exit(0) };
+            }
+            wait(pid);
+            say(&format!(r#"{{"pid":{me},"child":{pid}}}"#));
+        }
+        "vfork" => {
+            let pid = vfork_and_exit_child();
+            wait(pid);
+            say(&format!(r#"{{"pid":{me},"child":{pid}}}"#));
+        }
+        "clone3" => {
+            let args = CloneArgs {
+                exit_signal: libc::SIGCHLD as u64,
+                ..CloneArgs::default()
+            };
+            // SAFETY: clone3 without CLONE_VM is a fork; the child only calls _exit.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            } as libc::pid_t;
+            if pid == 0 {
+                // SAFETY: leaving the child at once.
+                unsafe { libc::_exit(0) };
+            }
+            wait(pid);
+            say(&format!(r#"{{"pid":{me},"child":{pid}}}"#));
+        }
+        // a thread that is not a process
+        "thread" => {
+            let t = std::thread::spawn(|| 1 + 1);
+            let _ = t.join();
+            say(&format!(r#"{{"pid":{me}}}"#));
+        }
+        "exit" => {
+            let code: i32 = rest[0].to_string_lossy().parse().expect("code");
+            say(&format!(r#"{{"pid":{me}}}"#));
+            std::process::exit(code);
+        }
+        "sleep" => {
+            say(&format!(r#"{{"pid":{me}}}"#));
+            let secs: u64 = rest[0].to_string_lossy().parse().expect("secs");
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        }
+        other => {
+            eprintln!("unknown workload {other:?}");
+            std::process::exit(64);
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! Test harness: a fake osquery extension manager that behaves like osqueryd, and a client for
+//! the extension's own socket. Speaks the real Thrift protocol (binary protocol, buffered
+//! transport, Unix socket).
+#![allow(dead_code)]
+
+#[allow(clippy::all, unused_imports, unused_extern_crates, dead_code, non_camel_case_types)]
+#[rustfmt::skip]
+mod osquery;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+use thrift::server::TProcessor;
+use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
+
+use osquery::{
+    ExtensionManagerSyncHandler, ExtensionManagerSyncProcessor, ExtensionRegistry,
+    ExtensionSyncClient, ExtensionSyncHandler,
+};
+pub use osquery::{
+    ExtensionResponse, ExtensionStatus, InternalExtensionInfo, TExtensionSyncClient,
+};
+
+pub type Row = BTreeMap<String, String>;
+
+#[derive(Default)]
+pub struct ManagerState {
+    /// uuid -> (info, registry)
+    pub registered: BTreeMap<i64, (InternalExtensionInfo, ExtensionRegistry)>,
+    pub deregistered: Vec<i64>,
+    /// Refuse every registration with this message.
+    pub refuse: Option<String>,
+    /// The uuid to hand out next.
+    pub next_uuid: i64,
+    pub pings: u64,
+}
+
+#[derive(Clone)]
+struct Handler(Arc<Mutex<ManagerState>>);
+
+fn status(code: i32, message: &str, uuid: i64) -> ExtensionStatus {
+    ExtensionStatus::new(code, message.to_string(), uuid)
+}
+
+impl ExtensionSyncHandler for Handler {
+    fn handle_ping(&self) -> thrift::Result<ExtensionStatus> {
+        self.0.lock().expect("state").pings += 1;
+        Ok(status(0, "OK", 0))
+    }
+    fn handle_call(
+        &self,
+        _registry: String,
+        _item: String,
+        _request: BTreeMap<String, String>,
+    ) -> thrift::Result<ExtensionResponse> {
+        Ok(ExtensionResponse::new(
+            status(1, "not supported", 0),
+            vec![],
+        ))
+    }
+    fn handle_shutdown(&self) -> thrift::Result<()> {
+        Ok(())
+    }
+}
+
+impl ExtensionManagerSyncHandler for Handler {
+    fn handle_extensions(&self) -> thrift::Result<BTreeMap<i64, InternalExtensionInfo>> {
+        let s = self.0.lock().expect("state");
+        Ok(s.registered
+            .iter()
+            .map(|(k, (i, _))| (*k, i.clone()))
+            .collect())
+    }
+    fn handle_options(&self) -> thrift::Result<BTreeMap<String, osquery::InternalOptionInfo>> {
+        Ok(BTreeMap::new())
+    }
+    fn handle_register_extension(
+        &self,
+        info: InternalExtensionInfo,
+        registry: ExtensionRegistry,
+    ) -> thrift::Result<ExtensionStatus> {
+        let mut s = self.0.lock().expect("state");
+        if let Some(msg) = &s.refuse {
+            return Ok(status(1, msg, 0));
+        }
+        if s.registered.values().any(|(i, _)| i.name == info.name) {
+            return Ok(status(1, "Duplicate extension registered", 0));
+        }
+        let uuid = s.next_uuid;
+        s.next_uuid += 1;
+        s.registered.insert(uuid, (info, registry));
+        Ok(status(0, "OK", uuid))
+    }
+    fn handle_deregister_extension(&self, uuid: i64) -> thrift::Result<ExtensionStatus> {
+        let mut s = self.0.lock().expect("state");
+        s.registered.remove(&uuid);
+        s.deregistered.push(uuid);
+        Ok(status(0, "OK", uuid))
+    }
+    fn handle_query(&self, _sql: String) -> thrift::Result<ExtensionResponse> {
+        Ok(ExtensionResponse::new(
+            status(1, "not supported", 0),
+            vec![],
+        ))
+    }
+    fn handle_get_query_columns(&self, _sql: String) -> thrift::Result<ExtensionResponse> {
+        Ok(ExtensionResponse::new(
+            status(1, "not supported", 0),
+            vec![],
+        ))
+    }
+}
+
+/// A fake osqueryd extension manager on a temporary Unix socket.
+pub struct Manager {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state: Arc<Mutex<ManagerState>>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<UnixStream>>>,
+}
+
+impl Manager {
+    pub fn start() -> Manager {
+        let dir = tempfile::Builder::new()
+            .prefix("osq-ebpf-test")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("osquery.em");
+        let state = Arc::new(Mutex::new(ManagerState {
+            next_uuid: 1000 + i64::from(std::process::id() % 20000),
+            ..ManagerState::default()
+        }));
+        let m = Manager {
+            dir,
+            socket,
+            state,
+            stop: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+        };
+        m.listen();
+        m
+    }
+
+    fn listen(&self) {
+        let listener = UnixListener::bind(&self.socket).expect("bind manager socket");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (state, stop, conns) = (self.state.clone(), self.stop.clone(), self.conns.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        stream.set_nonblocking(false).expect("blocking");
+                        conns
+                            .lock()
+                            .expect("conns")
+                            .push(stream.try_clone().expect("clone"));
+                        let handler = Handler(state.clone());
+                        std::thread::spawn(move || serve_conn(stream, handler));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+    }
+
+    /// osqueryd goes away: stop listening, close every connection, remove the socket.
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::Release);
+        for c in self.conns.lock().expect("conns").drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    pub fn refuse(&self, message: &str) {
+        self.state.lock().expect("state").refuse = Some(message.to_string());
+    }
+
+    pub fn set_next_uuid(&self, uuid: i64) {
+        self.state.lock().expect("state").next_uuid = uuid;
+    }
+
+    /// Wait for a registration; returns its uuid.
+    pub fn wait_registered(&self, timeout: Duration) -> Option<i64> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(uuid) = self.state.lock().expect("state").registered.keys().next() {
+                return Some(*uuid);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn registry(&self, uuid: i64) -> Option<ExtensionRegistry> {
+        self.state
+            .lock()
+            .expect("state")
+            .registered
+            .get(&uuid)
+            .map(|(_, r)| r.clone())
+    }
+
+    pub fn info(&self, uuid: i64) -> Option<InternalExtensionInfo> {
+        self.state
+            .lock()
+            .expect("state")
+            .registered
+            .get(&uuid)
+            .map(|(i, _)| i.clone())
+    }
+
+    pub fn ext_socket(&self, uuid: i64) -> PathBuf {
+        PathBuf::from(format!("{}.{uuid}", self.socket.display()))
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve_conn(stream: UnixStream, handler: Handler) {
+    let processor = ExtensionManagerSyncProcessor::new(handler);
+    let read = stream.try_clone().expect("clone");
+    let mut i = TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true);
+    let mut o = TBinaryOutputProtocol::new(TBufferedWriteTransport::new(stream), true);
+    while processor.process(&mut i, &mut o).is_ok() {}
+}
+
+type Client = ExtensionSyncClient<
+    TBinaryInputProtocol<TBufferedReadTransport<UnixStream>>,
+    TBinaryOutputProtocol<TBufferedWriteTransport<UnixStream>>,
+>;
+
+/// What osqueryd does on the extension's socket.
+pub struct ExtClient {
+    client: Client,
+}
+
+impl ExtClient {
+    pub fn connect(path: &Path, timeout: Duration) -> ExtClient {
+        let start = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() > timeout => {
+                    panic!("cannot connect to {}: {e}", path.display())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let read = stream.try_clone().expect("clone");
+        ExtClient {
+            client: ExtensionSyncClient::new(
+                TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
+                TBinaryOutputProtocol::new(TBufferedWriteTransport::new(stream), true),
+            ),
+        }
+    }
+
+    pub fn ping(&mut self) -> thrift::Result<ExtensionStatus> {
+        self.client.ping()
+    }
+
+    pub fn shutdown(&mut self) -> thrift::Result<()> {
+        self.client.shutdown()
+    }
+
+    pub fn call(
+        &mut self,
+        table: &str,
+        request: &[(&str, &str)],
+    ) -> thrift::Result<ExtensionResponse> {
+        let req = request
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.client.call("table".into(), table.into(), req)
+    }
+
+    pub fn columns(&mut self, table: &str) -> Vec<Row> {
+        let resp = self.call(table, &[("action", "columns")]).expect("columns");
+        assert_eq!(resp.status.and_then(|s| s.code), Some(0));
+        resp.response.unwrap_or_default()
+    }
+
+    /// generate; panics unless the status is 0.
+    pub fn generate(&mut self, table: &str, context: &str) -> Vec<Row> {
+        let resp = self
+            .call(table, &[("action", "generate"), ("context", context)])
+            .expect("generate call");
+        let st = resp.status.clone().expect("status");
+        assert_eq!(st.code, Some(0), "generate failed: {:?}", st.message);
+        resp.response.unwrap_or_default()
+    }
+}
+
+pub const PROCESS_TABLE: &str = "bpf_process_events_v2";
+pub const PROCESS_COLUMNS: &[&str] = &[
+    "tid",
+    "pid",
+    "parent",
+    "uid",
+    "gid",
+    "cid",
+    "exit_code",
+    "probe_error",
+    "syscall",
+    "path",
+    "cwd",
+    "cmdline",
+    "duration",
+    "json_cmdline",
+    "ntime",
+    "time",
+    "eid",
+];
+
+/// A context shaped like osquery's: every column listed, constrained or not.
+pub fn context(columns: &[&str], constraints: &[(&str, i32, &str)]) -> String {
+    let list: Vec<Value> = columns
+        .iter()
+        .map(|c| {
+            let items: Vec<Value> = constraints
+                .iter()
+                .filter(|(n, _, _)| n == c)
+                .map(|(_, op, expr)| json!({"op": op, "expr": expr}))
+                .collect();
+            let affinity = if matches!(
+                *c,
+                "path" | "cwd" | "cmdline" | "syscall" | "exit_code" | "json_cmdline" | "ntime"
+            ) {
+                "TEXT"
+            } else {
+                "BIGINT"
+            };
+            json!({"name": c, "list": items, "affinity": affinity})
+        })
+        .collect();
+    let bitset: u64 = (1u64 << columns.len()) - 1;
+    json!({"constraints": list, "colsUsed": columns, "colsUsedBitset": bitset}).to_string()
+}
+
+/// The extension process, started as osqueryd starts an autoloaded extension.
+pub struct Extension {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Extension {
+    pub fn spawn(manager: &Manager, env: &[(&str, &str)]) -> Extension {
+        Self::spawn_with_args(manager, env, &["--timeout", "3", "--interval", "3"])
+    }
+
+    pub fn spawn_with_args(manager: &Manager, env: &[(&str, &str)], args: &[&str]) -> Extension {
+        let log = manager.dir.path().join("extension.log");
+        let err = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"));
+        cmd.arg("--socket")
+            .arg(&manager.socket)
+            .args(args)
+            .arg("--verbose")
+            .env("OSQUERY_EXTENSION", std::process::id().to_string())
+            .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Extension {
+            child: cmd.spawn().expect("spawn extension"),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
+    }
+}
+
+impl Drop for Extension {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+            if self.wait_exit(Duration::from_secs(5)).is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A manager with a registered extension and a client on its socket.
+pub struct Harness {
+    pub ext: Extension,
+    pub client: ExtClient,
+    pub uuid: i64,
+    pub manager: Manager,
+}
+
+impl Harness {
+    pub fn start(env: &[(&str, &str)]) -> Harness {
+        let manager = Manager::start();
+        let ext = Extension::spawn(&manager, env);
+        let uuid = manager
+            .wait_registered(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("extension did not register; log:\n{}", ext.log_text()));
+        let client = ExtClient::connect(&manager.ext_socket(uuid), Duration::from_secs(10));
+        Harness {
+            ext,
+            client,
+            uuid,
+            manager,
+        }
+    }
+
+    /// Poll the table until `done(rows)` holds for the rows matching `pid`, or time out.
+    pub fn rows_for_pid(&mut self, pid: u32, done: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+        let ctx = context(PROCESS_COLUMNS, &[("pid", 2, &pid.to_string())]);
+        let start = Instant::now();
+        loop {
+            let rows = self.client.generate(PROCESS_TABLE, &ctx);
+            if done(&rows) || start.elapsed() > Duration::from_secs(15) {
+                return rows;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Skip (with a message) when not root: the probes need it. CI runs as root.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("CI must run the kernel tests as root");
+    }
+    eprintln!("skipped: needs root to load BPF programs");
+    false
+}
+
+/// Path of the workload helper built by `cargo test` (an example target).
+pub fn workload() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("examples").join("workload");
+    assert!(p.exists(), "workload helper missing at {}", p.display());
+    p
+}
+
+pub fn find<'a>(rows: &'a [Row], syscall: &str) -> Option<&'a Row> {
+    rows.iter().find(|r| r["syscall"] == syscall)
+}
+
+pub fn syscalls(rows: &[Row]) -> HashSet<String> {
+    rows.iter().map(|r| r["syscall"].clone()).collect()
+}
