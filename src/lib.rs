@@ -1,9 +1,12 @@
 //! osquery-ebpf: an osquery extension serving `bpf_process_events_v2` (and, with the socket
 //! probes, `bpf_socket_events_v2`) from precompiled libbpf CO-RE probes.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod skel {
     #![allow(
         clippy::all,
+        clippy::unwrap_used,
         missing_docs,
         dead_code,
         unused_imports,

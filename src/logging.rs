@@ -2,6 +2,7 @@
 //! libbpf-rs) into tracing. The bridge also watches osquery-rust-ng's records for the two
 //! failures it only logs: a refused registration and a listener that could not start.
 
+use std::io::IsTerminal;
 use std::sync::{Mutex, OnceLock};
 
 use osquery_rust_ng::ServerStopHandle;
@@ -11,11 +12,15 @@ pub fn init(verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("OSQUERY_EBPF_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},libbpf=warn")));
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish();
+    // set_global_default, not try_init: try_init would install tracing-log's LogTracer as the
+    // `log` logger, and the bridge below must be that logger.
+    let _ = tracing::subscriber::set_global_default(subscriber);
     let _ = log::set_logger(&BRIDGE);
     // Debug, whatever the verbosity: the watch below needs osquery-rust-ng's debug records;
     // tracing's filter decides what is printed.

@@ -3,7 +3,7 @@
 //! transport, Unix socket).
 #![allow(dead_code)]
 
-#[allow(clippy::all, unused_imports, unused_extern_crates, dead_code, non_camel_case_types)]
+#[allow(clippy::all, clippy::unwrap_used, unused_imports, unused_extern_crates, dead_code, non_camel_case_types)]
 #[rustfmt::skip]
 mod osquery;
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every check and test. The kernel tests load BPF programs
+# and need root (CI runs this as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash packaging/install-build-deps.sh
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+# `cargo test` also builds the workload helper (an example target) the kernel tests run.
+cargo test --all-targets -- --test-threads "${TEST_THREADS:-4}"

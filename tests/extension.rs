@@ -1,0 +1,284 @@
+//! The extension's life with osquery: registration, columns, bad requests, and every way it
+//! can be stopped. Driven through the real protocol by the fake manager.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+#[test]
+fn registers_the_table_with_the_old_schema() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    let info = h.manager.info(h.uuid).expect("info");
+    assert_eq!(info.name.as_deref(), Some("osquery-ebpf"));
+    let registry = h.manager.registry(h.uuid).expect("registry");
+    let routes = &registry["table"][PROCESS_TABLE];
+    let expected = [
+        ("tid", "BIGINT", "0"),
+        ("pid", "BIGINT", "0"),
+        ("parent", "BIGINT", "0"),
+        ("uid", "BIGINT", "0"),
+        ("gid", "BIGINT", "0"),
+        ("cid", "INTEGER", "0"),
+        ("exit_code", "TEXT", "0"),
+        ("probe_error", "INTEGER", "0"),
+        ("syscall", "TEXT", "0"),
+        ("path", "TEXT", "0"),
+        ("cwd", "TEXT", "0"),
+        ("cmdline", "TEXT", "0"),
+        ("duration", "INTEGER", "0"),
+        ("json_cmdline", "TEXT", "16"),
+        ("ntime", "TEXT", "0"),
+        ("time", "BIGINT", "20"),
+        ("eid", "INTEGER", "16"),
+    ];
+    let got: Vec<(String, String, String)> = routes
+        .iter()
+        .map(|r| (r["name"].clone(), r["type"].clone(), r["op"].clone()))
+        .collect();
+    let want: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    assert!(routes.iter().all(|r| r["id"] == "column"));
+
+    // columns over the extension socket, as SQLite asks when it creates the table
+    let cols = h.client.columns(PROCESS_TABLE);
+    assert_eq!(cols.len(), 17);
+    assert_eq!(cols[15]["name"], "time");
+    assert_eq!(h.client.ping().expect("ping").code, Some(0));
+}
+
+#[test]
+fn bad_requests_get_errors_and_the_extension_keeps_serving() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    for ctx in [
+        "{not json",
+        "[1,2]",
+        r#"{"constraints":[{"name":"time","list":[{"op":4,"expr":"yesterday"}]}]}"#,
+        r#"{"constraints":[{"name":"pid","list":[{"op":"x","expr":"1"}]}]}"#,
+    ] {
+        let resp = h
+            .client
+            .call(PROCESS_TABLE, &[("action", "generate"), ("context", ctx)])
+            .expect("a reply");
+        let st = resp.status.expect("status");
+        assert_eq!(st.code, Some(1), "{ctx}");
+        assert!(!st.message.unwrap_or_default().is_empty());
+    }
+    let huge = format!(r#"{{"constraints":[],"pad":"{}"}}"#, "x".repeat(4 << 20));
+    let resp = h
+        .client
+        .call(PROCESS_TABLE, &[("action", "generate"), ("context", &huge)])
+        .expect("a reply to a huge context");
+    assert_eq!(resp.status.and_then(|s| s.code), Some(0));
+
+    let resp = h
+        .client
+        .call(PROCESS_TABLE, &[("action", "explode")])
+        .expect("reply");
+    assert_eq!(resp.status.and_then(|s| s.code), Some(1));
+
+    // An unknown table is an error for the caller (a Thrift exception from osquery-rust-ng).
+    assert!(h
+        .client
+        .call("no_such_table", &[("action", "generate")])
+        .is_err());
+
+    // Still serving, on a new connection as osquery would open.
+    let mut c = ExtClient::connect(&h.manager.ext_socket(h.uuid), Duration::from_secs(5));
+    assert_eq!(c.ping().expect("ping").code, Some(0));
+    let rows = c.generate(PROCESS_TABLE, &context(PROCESS_COLUMNS, &[]));
+    assert!(rows.iter().all(|r| r.len() == 17));
+    assert_eq!(
+        h.ext.child.try_wait().expect("status"),
+        None,
+        "still running"
+    );
+}
+
+#[test]
+fn shutdown_call_stops_it_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    let _ = h.client.shutdown();
+    let st = h.ext.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(st.code(), Some(0), "log:\n{}", h.ext.log_text());
+    assert!(!h.manager.ext_socket(h.uuid).exists(), "socket removed");
+    assert!(h
+        .manager
+        .state
+        .lock()
+        .expect("state")
+        .deregistered
+        .contains(&h.uuid));
+}
+
+#[test]
+fn sigterm_stops_it_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    h.ext.signal(Signal::SIGTERM);
+    let st = h.ext.wait_exit(Duration::from_secs(10)).expect("exited");
+    assert_eq!(st.code(), Some(0), "log:\n{}", h.ext.log_text());
+    assert!(!h.manager.ext_socket(h.uuid).exists(), "socket removed");
+}
+
+#[test]
+fn exits_when_osquery_goes_away() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    let gone = Instant::now();
+    h.manager.kill();
+    // osquery's default interval is 3 s: gone within two intervals
+    let st = h.ext.wait_exit(Duration::from_secs(6)).expect("exited");
+    assert_eq!(st.code(), Some(0), "log:\n{}", h.ext.log_text());
+    assert!(gone.elapsed() < Duration::from_secs(6));
+}
+
+#[test]
+fn survives_a_stale_socket_from_a_killed_run() {
+    if !require_root() {
+        return;
+    }
+    let manager = Manager::start();
+    manager.set_next_uuid(4242);
+    let stale = manager.ext_socket(4242);
+    drop(UnixListener::bind(&stale).expect("stale socket"));
+    assert!(stale.exists());
+    let ext = Extension::spawn(&manager, &[]);
+    let uuid = manager
+        .wait_registered(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no registration:\n{}", ext.log_text()));
+    assert_eq!(uuid, 4242);
+    let mut c = ExtClient::connect(&stale, Duration::from_secs(10));
+    assert_eq!(c.ping().expect("ping").code, Some(0));
+    assert_eq!(c.columns(PROCESS_TABLE).len(), 17);
+}
+
+#[test]
+fn refused_registration_exits_with_a_clear_message() {
+    if !require_root() {
+        return;
+    }
+    let manager = Manager::start();
+    manager.refuse("Failed adding registry: table bpf_process_events_v2 conflicts with another item of the same name");
+    let mut ext = Extension::spawn(&manager, &[]);
+    let st = ext
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still running:\n{}", ext.log_text()));
+    assert_eq!(st.code(), Some(2));
+    let log = ext.log_text();
+    assert!(log.contains("osquery refused the registration"), "{log}");
+    assert!(
+        log.contains("process_table"),
+        "the message says how to rename: {log}"
+    );
+}
+
+#[test]
+fn no_osquery_socket_exits_after_the_timeout() {
+    if !require_root() {
+        return;
+    }
+    let manager = Manager::start();
+    manager.kill(); // socket removed
+    let mut ext = Extension::spawn_with_args(&manager, &[], &["--timeout", "1", "--interval", "3"]);
+    let st = ext.wait_exit(Duration::from_secs(60)).expect("exited");
+    assert_eq!(st.code(), Some(3));
+    assert!(ext.log_text().contains("did not accept a connection"));
+}
+
+#[test]
+fn alternative_table_names_are_served() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[("OSQUERY_EBPF_PROCESS_TABLE", "bpf_process_events")]);
+    let registry = h.manager.registry(h.uuid).expect("registry");
+    assert!(registry["table"].contains_key("bpf_process_events"));
+    assert_eq!(h.client.columns("bpf_process_events").len(), 17);
+}
+
+#[test]
+fn invalid_settings_fail_before_anything_starts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        .args(["schema"])
+        .env("OSQUERY_EBPF_ARGV_MAX", "0")
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("argv_max"));
+}
+
+#[test]
+fn schema_prints_the_table_as_osquery_shows_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        .arg("schema")
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(
+            "CREATE TABLE bpf_process_events_v2(`tid` BIGINT, `pid` BIGINT, `parent` BIGINT"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn watch_streams_json_rows() {
+    if !require_root() {
+        return;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        .args(["watch", "--json", "--duration", "6", "--stats-every", "0"])
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch");
+    std::thread::sleep(Duration::from_secs(3));
+    let mut t = Command::new("/bin/echo")
+        .arg("watch-marker")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("echo");
+    let pid = t.id();
+    t.wait().expect("wait");
+    let out = child.wait_with_output().expect("watch output");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row: serde_json::Value = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["pid"].as_str() == Some(pid.to_string().as_str()) && v["syscall"] == "execve")
+        .unwrap_or_else(|| panic!("no row for {pid} in:\n{stdout}"));
+    assert_eq!(row["cmdline"], "/bin/echo watch-marker");
+    assert_eq!(row["table"], "bpf_process_events_v2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("kernel_exec_dropped="),
+        "counters shown: {stderr}"
+    );
+}
