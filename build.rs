@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const PROBES: &[&str] = &["process"];
+const PROBES: &[&str] = &["process", "socket"];
 const HEADERS: &[&str] = &["bpf/events.h", "bpf/common.bpf.h", "vmlinux/vmlinux.h"];
 
 fn main() {

@@ -109,6 +109,33 @@ struct exit_event {
 	__u32 core_dumped;
 };
 
+#define UNIX_PATH_CAP 108 /* sizeof(sun_path) */
+#define USER_ADDR_CAP 128 /* sizeof(struct sockaddr_storage) */
+
+/*
+ * EVENT_SOCKET: one connect/accept/accept4/bind/listen call at syscall exit. Endpoints come
+ * from the kernel socket behind the fd; user_addr is the caller's sockaddr (connect and bind
+ * only), used where the kernel socket no longer holds it (a failed connect or bind).
+ */
+struct socket_event {
+	struct event_header hdr;
+	__s32 fd;
+	__u32 is_socket; /* the fd resolved to a socket */
+	__u32 family;
+	__s32 type;
+	__s32 protocol;
+	__u16 local_port;
+	__u16 remote_port;
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u32 local_path_len;
+	__u32 remote_path_len;
+	char local_path[UNIX_PATH_CAP];
+	char remote_path[UNIX_PATH_CAP];
+	__u32 user_addr_len;
+	__u8 user_addr[USER_ADDR_CAP];
+};
+
 /* Entry state of one thread inside a traced syscall, keyed by tid. */
 struct syscall_entry {
 	__u64 ts_boot;

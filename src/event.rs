@@ -1,7 +1,7 @@
 //! Decoding of ring-buffer records (layouts from `bpf/events.h`, through the skeleton's
 //! generated types) into owned Rust values.
 
-use crate::skel::types;
+use crate::process_skel::types;
 
 pub use types::event_flags as Flags;
 pub use types::event_kind as Kind;
@@ -16,6 +16,8 @@ unsafe impl plain::Plain for types::exec_event {}
 unsafe impl plain::Plain for types::fork_event {}
 // SAFETY: as above.
 unsafe impl plain::Plain for types::exit_event {}
+// SAFETY: as above.
+unsafe impl plain::Plain for crate::socket_skel::types::socket_event {}
 
 /// execveat's "current directory" dirfd.
 pub const AT_FDCWD: i32 = -100;
@@ -156,11 +158,38 @@ pub struct ExitEvent {
     pub core_dumped: bool,
 }
 
+/// One end of a socket, as the kernel socket holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Endpoint {
+    /// Not bound / not connected, or not an address family we decode.
+    #[default]
+    None,
+    Inet(std::net::IpAddr, u16),
+    /// A Unix socket name: a path, or an abstract name (leading NUL).
+    Unix(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketEvent {
+    pub hdr: Header,
+    pub fd: i32,
+    /// The fd resolved to a socket in the kernel.
+    pub is_socket: bool,
+    pub family: u32,
+    pub sock_type: i32,
+    pub protocol: i32,
+    pub local: Endpoint,
+    pub remote: Endpoint,
+    /// The caller's sockaddr (connect, bind), decoded.
+    pub user_addr: Endpoint,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    Socket(SocketEvent),
 }
 
 impl Event {
@@ -169,6 +198,7 @@ impl Event {
             Event::Exec(e) => &e.hdr,
             Event::Fork(e) => &e.hdr,
             Event::Exit(e) => &e.hdr,
+            Event::Socket(e) => &e.hdr,
         }
     }
 }
@@ -233,6 +263,70 @@ fn c_field(bytes: &[u8]) -> Vec<u8> {
     bytes[..end].to_vec()
 }
 
+pub const AF_UNIX: u32 = 1;
+pub const AF_INET: u32 = 2;
+pub const AF_INET6: u32 = 10;
+
+fn inet(family: u32, addr: &[u8; 16], port: u16) -> Endpoint {
+    let ip = match family {
+        AF_INET => std::net::IpAddr::from([addr[0], addr[1], addr[2], addr[3]]),
+        AF_INET6 => std::net::IpAddr::from(*addr),
+        _ => return Endpoint::None,
+    };
+    if ip.is_unspecified() && port == 0 {
+        Endpoint::None
+    } else {
+        Endpoint::Inet(ip, port)
+    }
+}
+
+fn unix(path: &[i8], len: u32) -> Endpoint {
+    let len = (len as usize).min(path.len());
+    if len == 0 {
+        return Endpoint::None;
+    }
+    let bytes: Vec<u8> = path[..len].iter().map(|&b| b as u8).collect();
+    // A path name ends at its NUL; an abstract name (leading NUL) uses every byte.
+    if bytes[0] == 0 {
+        Endpoint::Unix(bytes)
+    } else {
+        Endpoint::Unix(c_field(&bytes))
+    }
+}
+
+/// Decode a `struct sockaddr` the caller passed (first `len` bytes of `raw`).
+pub fn decode_sockaddr(raw: &[u8]) -> Endpoint {
+    let Some(fam) = raw
+        .get(..2)
+        .map(|f| u32::from(u16::from_ne_bytes([f[0], f[1]])))
+    else {
+        return Endpoint::None;
+    };
+    let port = |r: &[u8]| r.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    match fam {
+        AF_INET => match (port(raw), raw.get(4..8)) {
+            (Some(p), Some(a)) => {
+                Endpoint::Inet(std::net::IpAddr::from([a[0], a[1], a[2], a[3]]), p)
+            }
+            _ => Endpoint::None,
+        },
+        AF_INET6 => match (port(raw), raw.get(8..24)) {
+            (Some(p), Some(a)) => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(a);
+                Endpoint::Inet(std::net::IpAddr::from(b), p)
+            }
+            _ => Endpoint::None,
+        },
+        AF_UNIX => {
+            let path = raw.get(2..).unwrap_or(&[]);
+            let signed: Vec<i8> = path.iter().map(|&b| b as i8).collect();
+            unix(&signed, path.len() as u32)
+        }
+        _ => Endpoint::None,
+    }
+}
+
 /// Decode one ring-buffer record.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let kind = bytes
@@ -285,6 +379,34 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 hdr: Header::from(&ev.hdr),
                 exit_code: ev.exit_code,
                 core_dumped: ev.core_dumped != 0,
+            }))
+        }
+        Kind::EVENT_SOCKET => {
+            let ev: crate::socket_skel::types::socket_event = read(bytes, kind)?;
+            let hdr: types::event_header = read(bytes, kind)?;
+            let family = ev.family;
+            let (local, remote) = if family == AF_UNIX {
+                (
+                    unix(&ev.local_path, ev.local_path_len),
+                    unix(&ev.remote_path, ev.remote_path_len),
+                )
+            } else {
+                (
+                    inet(family, &ev.local_addr, ev.local_port),
+                    inet(family, &ev.remote_addr, ev.remote_port),
+                )
+            };
+            let ulen = (ev.user_addr_len as usize).min(ev.user_addr.len());
+            Ok(Event::Socket(SocketEvent {
+                hdr: Header::from(&hdr),
+                fd: ev.fd,
+                is_socket: ev.is_socket != 0,
+                family,
+                sock_type: ev.r#type,
+                protocol: ev.protocol,
+                local,
+                remote,
+                user_addr: decode_sockaddr(&ev.user_addr[..ulen]),
             }))
         }
         _ => Err(DecodeError::UnknownKind(kind)),
@@ -418,6 +540,65 @@ pub(crate) mod tests {
             panic!("not an exit");
         };
         assert_eq!((x.exit_code, x.hdr.syscall.name()), (9, "signal"));
+    }
+
+    #[test]
+    fn decodes_socket_records() {
+        use crate::socket_skel::types::socket_event;
+        let hdr = header(Kind::EVENT_SOCKET, SyscallId::SC_CONNECT);
+        // SAFETY: the generated type is plain data; all-zero is a valid value.
+        let mut ev: socket_event = unsafe { std::mem::zeroed() };
+        // the header is the first member: copy it in through bytes
+        let hb = as_bytes(&hdr);
+        let mut bytes = as_bytes(&ev);
+        bytes[..hb.len()].copy_from_slice(&hb);
+        plain::copy_from_bytes(&mut ev, &bytes).expect("copy");
+        ev.family = AF_INET6;
+        ev.fd = 5;
+        ev.is_socket = 1;
+        ev.local_addr[15] = 1;
+        ev.local_port = 40000;
+        ev.remote_addr = std::net::Ipv6Addr::from(0xffff_7f00_0001u128).octets();
+        ev.remote_port = 80;
+        let Ok(Event::Socket(s)) = decode(&as_bytes(&ev)) else {
+            panic!("not a socket");
+        };
+        assert_eq!(s.hdr.syscall, Syscall::Connect);
+        assert_eq!(s.local, Endpoint::Inet("::1".parse().expect("ip"), 40000));
+        assert_eq!(
+            s.remote,
+            Endpoint::Inet("::ffff:127.0.0.1".parse().expect("ip"), 80)
+        );
+
+        ev.family = AF_UNIX;
+        for (i, b) in b"\0abstract".iter().enumerate() {
+            ev.local_path[i] = *b as i8;
+        }
+        ev.local_path_len = 9;
+        let Ok(Event::Socket(s)) = decode(&as_bytes(&ev)) else {
+            panic!("not a socket");
+        };
+        assert_eq!(s.local, Endpoint::Unix(b"\0abstract".to_vec()));
+        assert_eq!(s.remote, Endpoint::None);
+    }
+
+    #[test]
+    fn decodes_user_sockaddrs() {
+        let mut v4 = vec![2u8, 0, 0x1f, 0x90, 10, 0, 0, 1];
+        v4.resize(16, 0);
+        assert_eq!(
+            decode_sockaddr(&v4),
+            Endpoint::Inet("10.0.0.1".parse().expect("ip"), 8080)
+        );
+        let mut un = vec![1u8, 0];
+        un.extend_from_slice(b"/run/x.sock\0junk");
+        assert_eq!(
+            decode_sockaddr(&un),
+            Endpoint::Unix(b"/run/x.sock".to_vec())
+        );
+        assert_eq!(decode_sockaddr(&[2, 0, 1]), Endpoint::None);
+        assert_eq!(decode_sockaddr(&[]), Endpoint::None);
+        assert_eq!(decode_sockaddr(&[16, 0, 0, 0]), Endpoint::None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use osquery_rust_ng::plugin::Plugin;
 use osquery_ebpf::config::SettingsArgs;
 use osquery_ebpf::extension::{self, ExitError, EXIT_STARTUP};
 use osquery_ebpf::runtime::Runtime;
-use osquery_ebpf::tables::{create_statement, ProcessTable, PROCESS_COLUMNS};
+use osquery_ebpf::tables::{create_statement, EventTable, PROCESS_COLUMNS, SOCKET_COLUMNS};
 use osquery_ebpf::{logging, watch};
 
 /// osquery extension serving bpf_process_events_v2 from eBPF (libbpf CO-RE).
@@ -53,12 +53,16 @@ fn run(cli: Cli) -> Result<(), ExitError> {
                 "{}",
                 create_statement(&settings.process_table, PROCESS_COLUMNS)
             );
+            println!(
+                "{}",
+                create_statement(&settings.socket_table, SOCKET_COLUMNS)
+            );
             Ok(())
         }
         Some(Command::Watch(args)) => {
             let rt = Arc::new(Runtime::start(&settings)?);
             rt.spawn_loss_monitor(Duration::from_secs(5))?;
-            watch::run(rt, &settings.process_table, &args)?;
+            watch::run(rt, (&settings.process_table, &settings.socket_table), &args)?;
             Ok(())
         }
         None => {
@@ -73,15 +77,17 @@ fn run(cli: Cli) -> Result<(), ExitError> {
             };
             let rt = Arc::new(Runtime::start(&settings)?);
             rt.spawn_loss_monitor(Duration::from_secs(5))?;
-            let table = ProcessTable {
-                name: settings.process_table.clone(),
-                store: rt.process_store.clone(),
-            };
-            let result = extension::serve(
-                &socket,
-                Duration::from_secs(cli.timeout.max(1)),
-                vec![Plugin::readonly_table(table)],
-            );
+            let tables = vec![
+                Plugin::readonly_table(EventTable {
+                    name: settings.process_table.clone(),
+                    store: rt.process_store.clone(),
+                }),
+                Plugin::readonly_table(EventTable {
+                    name: settings.socket_table.clone(),
+                    store: rt.socket_store.clone(),
+                }),
+            ];
+            let result = extension::serve(&socket, Duration::from_secs(cli.timeout.max(1)), tables);
             rt.shutdown();
             result
         }

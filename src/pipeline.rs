@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::event::{Event, ExecEvent, Syscall, AT_FDCWD};
+use crate::event::{Endpoint, Event, ExecEvent, SocketEvent, Syscall, AT_FDCWD};
 use crate::format::{args_lossy, text};
 use crate::procctx::{ProcInfo, ProcessContext};
 use crate::store::Store;
@@ -31,6 +31,111 @@ pub struct ProcessRow {
     pub duration: u64,
     /// CLOCK_BOOTTIME ns at syscall entry.
     pub ntime: u64,
+}
+
+/// One `bpf_socket_events_v2` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketRow {
+    pub tid: u32,
+    pub pid: u32,
+    pub parent: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cid: u64,
+    pub exit_code: i64,
+    pub probe_error: bool,
+    pub syscall: Syscall,
+    pub path: Arc<str>,
+    pub fd: i32,
+    /// -1 when the fd was not a socket.
+    pub family: i64,
+    pub sock_type: i32,
+    pub protocol: i32,
+    pub local_address: String,
+    pub remote_address: String,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub duration: u64,
+    pub ntime: u64,
+}
+
+/// A finished row for one of the tables.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Row {
+    Process(ProcessRow),
+    Socket(SocketRow),
+}
+
+impl Row {
+    pub fn ntime(&self) -> u64 {
+        match self {
+            Row::Process(r) => r.ntime,
+            Row::Socket(r) => r.ntime,
+        }
+    }
+}
+
+/// Address text: IPv4 dotted, IPv6 in RFC 5952 form (IPv4-mapped as ::ffff:a.b.c.d), a Unix
+/// path as it is, an abstract Unix name with a leading '@' (NULs inside it shown as '@').
+pub fn endpoint_text(e: &Endpoint) -> (String, u16) {
+    match e {
+        Endpoint::None => (String::new(), 0),
+        Endpoint::Inet(ip, port) => (ip.to_string(), *port),
+        Endpoint::Unix(name) => match name.split_first() {
+            Some((0, rest)) => {
+                let t: String = text(rest)
+                    .chars()
+                    .map(|c| if c == '\0' { '@' } else { c })
+                    .collect();
+                (format!("@{t}"), 0)
+            }
+            _ => (text(name), 0),
+        },
+    }
+}
+
+fn socket_row(ctx: &ProcessContext, ev: &SocketEvent) -> SocketRow {
+    let h = &ev.hdr;
+    let mut local = ev.local.clone();
+    let mut remote = ev.remote.clone();
+    // The caller's sockaddr stands in where the kernel socket no longer holds the address
+    // (a failed connect resets the port; a failed bind leaves the socket unbound).
+    let partial = |e: &Endpoint| matches!(e, Endpoint::None | Endpoint::Inet(_, 0));
+    if ev.user_addr != Endpoint::None {
+        match h.syscall {
+            Syscall::Connect if partial(&remote) => remote = ev.user_addr.clone(),
+            Syscall::Bind if partial(&local) => local = ev.user_addr.clone(),
+            _ => {}
+        }
+    }
+    let (local_address, local_port) = endpoint_text(&local);
+    let (remote_address, remote_port) = endpoint_text(&remote);
+    SocketRow {
+        tid: h.tid,
+        pid: h.pid,
+        parent: h.ppid,
+        uid: h.uid,
+        gid: h.gid,
+        cid: h.cgroup_id,
+        exit_code: h.ret,
+        probe_error: h.probe_error(),
+        syscall: h.syscall,
+        path: ctx.get(h.pid).map(|p| p.path.clone()).unwrap_or_default(),
+        fd: ev.fd,
+        family: if ev.is_socket {
+            i64::from(ev.family)
+        } else {
+            -1
+        },
+        sock_type: ev.sock_type,
+        protocol: ev.protocol,
+        local_address,
+        remote_address,
+        local_port,
+        remote_port,
+        duration: h.duration,
+        ntime: h.ts_boot,
+    }
 }
 
 /// Converts CLOCK_BOOTTIME nanoseconds (the probes' clock) to UNIX time.
@@ -89,7 +194,14 @@ fn exec_path(ev: &ExecEvent, cwd: &str) -> String {
 }
 
 /// Build the row for an event, updating the process context.
-pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
+pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> Row {
+    match ev {
+        Event::Socket(s) => Row::Socket(socket_row(ctx, s)),
+        _ => Row::Process(process_row(ctx, ev)),
+    }
+}
+
+fn process_row(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
     let h = ev.header();
     let base = |info: Option<&ProcInfo>, exit_code: i64| {
         let info = info.cloned().unwrap_or_default();
@@ -135,7 +247,14 @@ pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
             let info = ctx.on_exit(h.pid);
             base(info.as_ref(), h.ret)
         }
+        Event::Socket(_) => base(ctx.get(h.pid), h.ret),
     }
+}
+
+/// Where the stage puts rows.
+pub struct Stores {
+    pub process: Arc<Store<ProcessRow>>,
+    pub socket: Arc<Store<SocketRow>>,
 }
 
 /// The stage's thread: drain the queue, enrich, store. Stops when `stop` is set and the queue
@@ -143,7 +262,7 @@ pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
 pub fn spawn(
     rx: Receiver<Event>,
     mut ctx: ProcessContext,
-    store: Arc<Store<crate::pipeline::ProcessRow>>,
+    stores: Stores,
     stop: Arc<AtomicBool>,
     proc_root: &Path,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -162,8 +281,11 @@ pub fn spawn(
                             last_clock = Instant::now();
                         }
                         let row = enrich(&mut ctx, &ev);
-                        let time = clock.unix_secs(row.ntime);
-                        store.push(time, row, unix_now());
+                        let time = clock.unix_secs(row.ntime());
+                        match row {
+                            Row::Process(r) => stores.process.push(time, r, unix_now()),
+                            Row::Socket(r) => stores.socket.push(time, r, unix_now()),
+                        };
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         if stop.load(Ordering::Acquire) {
@@ -218,7 +340,7 @@ mod tests {
     #[test]
     fn exec_fork_exit_rows_are_complete() {
         let mut ctx = ProcessContext::default();
-        let row = enrich(&mut ctx, &exec(10, 0, b"/usr/bin/prog", false));
+        let row = process_row(&mut ctx, &exec(10, 0, b"/usr/bin/prog", false));
         assert_eq!(
             (&*row.path, &*row.cwd, row.parent),
             ("/usr/bin/prog", "/srv", 1)
@@ -231,7 +353,7 @@ mod tests {
             child_tid: 11,
             clone_flags: 0,
         });
-        let row = enrich(&mut ctx, &fork);
+        let row = process_row(&mut ctx, &fork);
         assert_eq!(
             (row.pid, row.exit_code, &*row.path),
             (10, 11, "/usr/bin/prog")
@@ -243,7 +365,7 @@ mod tests {
             exit_code: 3 << 8,
             core_dumped: false,
         });
-        let row = enrich(&mut ctx, &exit);
+        let row = process_row(&mut ctx, &exit);
         assert_eq!((row.pid, row.parent, row.exit_code), (11, 10, 3));
         assert_eq!(&*row.path, "/usr/bin/prog");
         assert_eq!(
@@ -256,12 +378,94 @@ mod tests {
     #[test]
     fn failed_exec_joins_relative_path_and_does_not_change_context() {
         let mut ctx = ProcessContext::default();
-        let row = enrich(&mut ctx, &exec(20, -2, b"./missing", true));
+        let row = process_row(&mut ctx, &exec(20, -2, b"./missing", true));
         assert_eq!(&*row.path, "/srv/missing");
         assert_eq!(row.exit_code, -2);
         assert!(ctx.get(20).is_none());
-        let row = enrich(&mut ctx, &exec(20, -2, b"/abs/missing", true));
+        let row = process_row(&mut ctx, &exec(20, -2, b"/abs/missing", true));
         assert_eq!(&*row.path, "/abs/missing");
+    }
+
+    fn sock(syscall: Syscall, local: Endpoint, remote: Endpoint, user: Endpoint) -> SocketEvent {
+        SocketEvent {
+            hdr: hdr(syscall, 30, 1, -111),
+            fd: 3,
+            is_socket: true,
+            family: crate::event::AF_INET,
+            sock_type: 1,
+            protocol: 6,
+            local,
+            remote,
+            user_addr: user,
+        }
+    }
+
+    #[test]
+    fn socket_rows_fall_back_to_the_callers_address() {
+        let mut ctx = ProcessContext::default();
+        ctx.on_exec(
+            30,
+            ProcInfo {
+                path: "/usr/bin/curl".into(),
+                ..ProcInfo::default()
+            },
+        );
+        let dst = Endpoint::Inet("127.0.0.1".parse().expect("ip"), 9);
+        let Row::Socket(r) = enrich(
+            &mut ctx,
+            &Event::Socket(sock(
+                Syscall::Connect,
+                Endpoint::None,
+                Endpoint::None,
+                dst.clone(),
+            )),
+        ) else {
+            panic!("not a socket row");
+        };
+        assert_eq!(
+            (
+                r.remote_address.as_str(),
+                r.remote_port,
+                r.local_address.as_str()
+            ),
+            ("127.0.0.1", 9, "")
+        );
+        assert_eq!(
+            (&*r.path, r.exit_code, r.family),
+            ("/usr/bin/curl", -111, 2)
+        );
+        let kernel = Endpoint::Inet("10.1.1.1".parse().expect("ip"), 80);
+        let Row::Socket(r) = enrich(
+            &mut ctx,
+            &Event::Socket(sock(Syscall::Connect, Endpoint::None, kernel, dst.clone())),
+        ) else {
+            panic!("not a socket row");
+        };
+        assert_eq!(r.remote_address, "10.1.1.1", "the kernel's view wins");
+        let Row::Socket(r) = enrich(
+            &mut ctx,
+            &Event::Socket(sock(Syscall::Bind, Endpoint::None, Endpoint::None, dst)),
+        ) else {
+            panic!("not a socket row");
+        };
+        assert_eq!((r.local_address.as_str(), r.local_port), ("127.0.0.1", 9));
+    }
+
+    #[test]
+    fn endpoint_texts() {
+        let v6 = Endpoint::Inet("::ffff:127.0.0.1".parse().expect("ip"), 1);
+        assert_eq!(endpoint_text(&v6), ("::ffff:127.0.0.1".to_string(), 1));
+        let v6 = Endpoint::Inet("2001:db8:0:0:1:0:0:1".parse().expect("ip"), 2);
+        assert_eq!(endpoint_text(&v6).0, "2001:db8::1:0:0:1");
+        assert_eq!(
+            endpoint_text(&Endpoint::Unix(b"\0name\0x".to_vec())).0,
+            "@name@x"
+        );
+        assert_eq!(
+            endpoint_text(&Endpoint::Unix(b"/run/a.sock".to_vec())),
+            ("/run/a.sock".to_string(), 0)
+        );
+        assert_eq!(endpoint_text(&Endpoint::None), (String::new(), 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Loading the precompiled CO-RE probes, attaching them, and the ring-buffer consumer thread.
 
 use std::mem::MaybeUninit;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::event::{decode, Event};
-use crate::skel::{types, ProcessSkelBuilder};
+use crate::process_skel::{types, ProcessSkel, ProcessSkelBuilder};
+use crate::socket_skel::{SocketSkel, SocketSkelBuilder};
 use crate::stats::Counters;
 
 /// The compile-time argv capacity of a record (`ARGV_CAP` in bpf/events.h) less its NUL.
@@ -188,15 +190,43 @@ fn consumer(
     stop: Arc<AtomicBool>,
     ready: Sender<Result<Loaded>>,
 ) {
-    let mut object = MaybeUninit::uninit();
-    let skel = match load(&opts, &mut object) {
+    let mut process_object = MaybeUninit::uninit();
+    let mut socket_object = MaybeUninit::uninit();
+    let process = match load_process(&opts, &mut process_object) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    let (skel, attached, failed, _links) = skel;
+    let mut att = Attached {
+        links: Vec::new(),
+        attached: Vec::new(),
+        failed: Vec::new(),
+    };
+    attach_each(process.object(), &mut att);
+    if att.attached.is_empty() {
+        let _ = ready.send(Err(anyhow::anyhow!("no process probe could be attached")));
+        return;
+    }
+    // A socket object that does not load leaves the process table working.
+    let _socket = match load_socket(&opts, &mut socket_object, &process) {
+        Ok(s) => {
+            attach_each(s.object(), &mut att);
+            Some(s)
+        }
+        Err(e) => {
+            tracing::error!("socket events are unavailable: {e:#}");
+            att.failed.push(("socket probes".into(), format!("{e:#}")));
+            None
+        }
+    };
+    let Attached {
+        links: _links,
+        attached,
+        failed,
+    } = att;
+    let skel = process;
 
     let cb_stop = stop.clone();
     let cb_counters = counters.clone();
@@ -272,21 +302,43 @@ fn consumer(
     let _ = ring.consume();
 }
 
-type LoadResult<'obj> = (
-    crate::skel::ProcessSkel<'obj>,
-    Vec<String>,
-    Vec<(String, String)>,
-    Vec<libbpf_rs::Link>,
-);
+struct Attached {
+    links: Vec<libbpf_rs::Link>,
+    attached: Vec<String>,
+    failed: Vec<(String, String)>,
+}
 
-fn load<'obj>(
-    opts: &ProbeOptions,
-    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
-) -> Result<LoadResult<'obj>> {
-    let mut builder = ProcessSkelBuilder::default();
+/// Attach every program of `obj` on its own: one that fails is logged and counted, the rest
+/// keep working.
+fn attach_each(obj: &libbpf_rs::Object, into: &mut Attached) {
+    for prog in obj.progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        match prog.attach() {
+            Ok(link) => {
+                into.links.push(link);
+                into.attached.push(name);
+            }
+            Err(e) => {
+                tracing::warn!(program = %name, "probe did not attach, its events will be missing: {e}");
+                into.failed.push((name, e.to_string()));
+            }
+        }
+    }
+}
+
+fn load_error(what: &str, e: libbpf_rs::Error) -> anyhow::Error {
+    let hint = if nix::unistd::geteuid().is_root() {
+        ""
+    } else {
+        " (loading BPF programs needs root, or CAP_BPF and CAP_PERFMON)"
+    };
+    anyhow::anyhow!("loading the {what} probes into the kernel failed{hint}: {e}")
+}
+
+fn object_builder(opts: &ProbeOptions) -> Result<libbpf_rs::ObjectBuilder> {
+    let mut builder = libbpf_rs::ObjectBuilder::default();
     if let Some(btf) = &opts.btf_path {
         builder
-            .obj_builder
             .btf_custom_path(btf)
             .with_context(|| format!("using BTF file {}", btf.display()))?;
     } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
@@ -295,6 +347,16 @@ fn load<'obj>(
              pass a BTF file for it with --btf-path (see the README)"
         );
     }
+    Ok(builder)
+}
+
+fn load_process<'obj>(
+    opts: &ProbeOptions,
+    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+) -> Result<ProcessSkel<'obj>> {
+    let builder = ProcessSkelBuilder {
+        obj_builder: object_builder(opts)?,
+    };
     let mut open = builder.open(object).context("opening the process probes")?;
     let ncpu = libbpf_rs::num_possible_cpus().context("counting possible CPUs")? as u32;
     open.maps
@@ -312,33 +374,31 @@ fn load<'obj>(
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.argv_max = opts.argv_max;
     }
-    let skel = open.load().map_err(|e| {
-        let hint = if nix::unistd::geteuid().is_root() {
-            ""
-        } else {
-            " (loading BPF programs needs root, or CAP_BPF and CAP_PERFMON)"
-        };
-        anyhow::anyhow!("loading the process probes into the kernel failed{hint}: {e}")
-    })?;
+    open.load().map_err(|e| load_error("process", e))
+}
 
-    let mut links = Vec::new();
-    let mut attached = Vec::new();
-    let mut failed = Vec::new();
-    for prog in skel.object().progs_mut() {
-        let name = prog.name().to_string_lossy().into_owned();
-        match prog.attach() {
-            Ok(link) => {
-                links.push(link);
-                attached.push(name);
-            }
-            Err(e) => {
-                tracing::warn!(program = %name, "probe did not attach, its events will be missing: {e}");
-                failed.push((name, e.to_string()));
-            }
-        }
-    }
-    if attached.is_empty() {
-        bail!("no process probe could be attached");
-    }
-    Ok((skel, attached, failed, links))
+/// The socket probes share the process probes' ring buffer, stats and entry maps, so that
+/// every record travels through one ordered ring.
+fn load_socket<'obj>(
+    opts: &ProbeOptions,
+    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    process: &ProcessSkel<'_>,
+) -> Result<SocketSkel<'obj>> {
+    let builder = SocketSkelBuilder {
+        obj_builder: object_builder(opts)?,
+    };
+    let mut open = builder.open(object).context("opening the socket probes")?;
+    open.maps
+        .events
+        .reuse_fd(process.maps.events.as_fd())
+        .context("sharing the ring buffer")?;
+    open.maps
+        .stats
+        .reuse_fd(process.maps.stats.as_fd())
+        .context("sharing the stats map")?;
+    open.maps
+        .entries
+        .reuse_fd(process.maps.entries.as_fd())
+        .context("sharing the syscall entry map")?;
+    open.load().map_err(|e| load_error("socket", e))
 }

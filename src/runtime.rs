@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::Settings;
-use crate::pipeline::{self, ProcessRow};
+use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
 use crate::probes::{self, KernelStats, Probes};
 use crate::procctx::ProcessContext;
 use crate::stats::{kernel_stat_names, Counters, KERNEL_LOSS_STATS};
@@ -17,6 +17,7 @@ use crate::store::Store;
 
 pub struct Runtime {
     pub process_store: Arc<Store<ProcessRow>>,
+    pub socket_store: Arc<Store<SocketRow>>,
     pub counters: Arc<Counters>,
     probes: Mutex<Probes>,
     kernel_stats: KernelStats,
@@ -28,6 +29,26 @@ pub struct Runtime {
 
 /// One counter: name, value, meaning.
 pub type Stat = (String, u64, String);
+
+fn store_stats<R>(out: &mut Vec<Stat>, table: &str, store: &Store<R>) {
+    let c = &store.counters;
+    let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    out.push((
+        format!("{table}_rows_buffered"),
+        store.len() as u64,
+        format!("{table} rows in the store now"),
+    ));
+    out.push((
+        format!("{table}_rows_evicted_age"),
+        g(&c.evicted_by_age),
+        format!("{table} rows dropped from the store by events_expiry"),
+    ));
+    out.push((
+        format!("{table}_rows_evicted_count"),
+        g(&c.evicted_by_count),
+        format!("{table} rows dropped from the store by events_max"),
+    ));
+}
 
 impl Runtime {
     pub fn start(settings: &Settings) -> Result<Runtime> {
@@ -45,12 +66,17 @@ impl Runtime {
         let ctx = ProcessContext::seed_from_proc(proc_root);
         tracing::info!(processes = ctx.len(), "process context seeded from /proc");
 
-        let store = Arc::new(Store::new(settings.events_max, settings.events_expiry));
+        let stores = Stores {
+            process: Arc::new(Store::new(settings.events_max, settings.events_expiry)),
+            socket: Arc::new(Store::new(settings.events_max, settings.events_expiry)),
+        };
+        let (process_store, socket_store) = (stores.process.clone(), stores.socket.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let t = pipeline::spawn(rx, ctx, store.clone(), stop.clone(), proc_root)
+        let t = pipeline::spawn(rx, ctx, stores, stop.clone(), proc_root)
             .context("spawning the pipeline thread")?;
         Ok(Runtime {
-            process_store: store,
+            process_store,
+            socket_store,
             counters,
             kernel_stats: probes.kernel_stats.clone(),
             attached: probes.attached.len(),
@@ -73,23 +99,8 @@ impl Runtime {
         for ((name, desc), v) in kernel_stat_names().into_iter().zip(kernel) {
             out.push((name.to_string(), v, desc.to_string()));
         }
-        let c = &self.process_store.counters;
-        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        out.push((
-            "process_rows_buffered".into(),
-            self.process_store.len() as u64,
-            "process rows in the store now".into(),
-        ));
-        out.push((
-            "process_rows_evicted_age".into(),
-            g(&c.evicted_by_age),
-            "process rows dropped from the store by events_expiry".into(),
-        ));
-        out.push((
-            "process_rows_evicted_count".into(),
-            g(&c.evicted_by_count),
-            "process rows dropped from the store by events_max".into(),
-        ));
+        store_stats(&mut out, "process", &self.process_store);
+        store_stats(&mut out, "socket", &self.socket_store);
         out.push((
             "probes_attached".into(),
             self.attached as u64,

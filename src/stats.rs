@@ -4,13 +4,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::Event;
-use crate::skel::types::stat_id;
+use crate::process_skel::types::stat_id;
 
 #[derive(Debug, Default)]
 pub struct Counters {
     pub exec_received: AtomicU64,
     pub fork_received: AtomicU64,
     pub exit_received: AtomicU64,
+    pub socket_received: AtomicU64,
     pub decode_errors: AtomicU64,
     /// Events decoded but not delivered to the pipeline (only at shutdown, or if it is gone).
     pub queue_dropped: AtomicU64,
@@ -22,6 +23,7 @@ impl Counters {
             Event::Exec(_) => &self.exec_received,
             Event::Fork(_) => &self.fork_received,
             Event::Exit(_) => &self.exit_received,
+            Event::Socket(_) => &self.socket_received,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

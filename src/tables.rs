@@ -9,7 +9,7 @@ use osquery_rust_ng::{ExtensionPluginRequest, ExtensionResponse, ExtensionStatus
 
 use crate::constraints::{parse_context, Query};
 use crate::format::{cmdline, json_cmdline};
-use crate::pipeline::{unix_now, ProcessRow};
+use crate::pipeline::{unix_now, ProcessRow, SocketRow};
 use crate::store::{Entry, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,32 @@ pub const ADDITIONAL: u32 = 4;
 
 /// name, type, options
 pub type Column = (&'static str, Type, u32);
+
+/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order.
+pub const SOCKET_COLUMNS: &[Column] = &[
+    ("tid", Type::BigInt, 0),
+    ("pid", Type::BigInt, 0),
+    ("parent", Type::BigInt, 0),
+    ("uid", Type::BigInt, 0),
+    ("gid", Type::BigInt, 0),
+    ("cid", Type::Integer, 0),
+    ("exit_code", Type::Text, 0),
+    ("probe_error", Type::Integer, 0),
+    ("syscall", Type::Text, 0),
+    ("path", Type::Text, 0),
+    ("fd", Type::Text, 0),
+    ("family", Type::Integer, 0),
+    ("type", Type::Integer, 0),
+    ("protocol", Type::Integer, 0),
+    ("local_address", Type::Text, 0),
+    ("remote_address", Type::Text, 0),
+    ("local_port", Type::Integer, 0),
+    ("remote_port", Type::Integer, 0),
+    ("duration", Type::Integer, 0),
+    ("ntime", Type::Text, 0),
+    ("time", Type::BigInt, HIDDEN | ADDITIONAL),
+    ("eid", Type::Integer, HIDDEN),
+];
 
 /// `bpf_process_events` of osquery 5.23: 17 columns, in this order.
 pub const PROCESS_COLUMNS: &[Column] = &[
@@ -86,37 +112,107 @@ pub fn create_statement(name: &str, columns: &[Column]) -> String {
     format!("CREATE TABLE {name}({});", cols.join(", "))
 }
 
-/// The cells of a process row, for the columns `q` uses.
-pub fn process_cells(e: &Entry<ProcessRow>, q: &Query) -> BTreeMap<String, String> {
-    let r = &e.row;
+/// A row type a table serves.
+pub trait TableRow: Send + Sync + 'static {
+    const COLUMNS: &'static [Column];
+    fn pid(&self) -> u32;
+    /// The cells of the columns `q` uses (time and eid are added from the store entry).
+    fn cells(&self, q: &Query, put: &mut dyn FnMut(&str, String));
+}
+
+/// The cells of a stored row, for the columns `q` uses.
+pub fn cells<R: TableRow>(e: &Entry<R>, q: &Query) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let mut put = |k: &str, v: String| {
         if q.uses(k) {
             m.insert(k.to_string(), v);
         }
     };
-    put("tid", r.tid.to_string());
-    put("pid", r.pid.to_string());
-    put("parent", r.parent.to_string());
-    put("uid", r.uid.to_string());
-    put("gid", r.gid.to_string());
-    put("cid", r.cid.to_string());
-    put("exit_code", r.exit_code.to_string());
-    put("probe_error", u8::from(r.probe_error).to_string());
-    put("syscall", r.syscall.name().to_string());
-    put("path", r.path.to_string());
-    put("cwd", r.cwd.to_string());
-    if q.uses("cmdline") {
-        put("cmdline", cmdline(&r.args));
-    }
-    put("duration", r.duration.to_string());
-    if q.uses("json_cmdline") {
-        put("json_cmdline", json_cmdline(&r.args));
-    }
-    put("ntime", r.ntime.to_string());
+    e.row.cells(q, &mut put);
     put("time", e.time.to_string());
     put("eid", e.eid.to_string());
     m
+}
+
+/// Cells both tables share, in their column order up to `syscall`.
+fn common_cells(
+    put: &mut dyn FnMut(&str, String),
+    ids: [u32; 5],
+    cid: u64,
+    exit_code: i64,
+    probe_error: bool,
+    syscall: &str,
+) {
+    for (name, v) in ["tid", "pid", "parent", "uid", "gid"].iter().zip(ids) {
+        put(name, v.to_string());
+    }
+    put("cid", cid.to_string());
+    put("exit_code", exit_code.to_string());
+    put("probe_error", u8::from(probe_error).to_string());
+    put("syscall", syscall.to_string());
+}
+
+impl TableRow for ProcessRow {
+    const COLUMNS: &'static [Column] = PROCESS_COLUMNS;
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn cells(&self, q: &Query, put: &mut dyn FnMut(&str, String)) {
+        let r = self;
+        let ids = [r.tid, r.pid, r.parent, r.uid, r.gid];
+        common_cells(
+            put,
+            ids,
+            r.cid,
+            r.exit_code,
+            r.probe_error,
+            r.syscall.name(),
+        );
+        put("path", r.path.to_string());
+        put("cwd", r.cwd.to_string());
+        if q.uses("cmdline") {
+            put("cmdline", cmdline(&r.args));
+        }
+        put("duration", r.duration.to_string());
+        if q.uses("json_cmdline") {
+            put("json_cmdline", json_cmdline(&r.args));
+        }
+        put("ntime", r.ntime.to_string());
+    }
+}
+
+impl TableRow for SocketRow {
+    const COLUMNS: &'static [Column] = SOCKET_COLUMNS;
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn cells(&self, _q: &Query, put: &mut dyn FnMut(&str, String)) {
+        let r = self;
+        let ids = [r.tid, r.pid, r.parent, r.uid, r.gid];
+        common_cells(
+            put,
+            ids,
+            r.cid,
+            r.exit_code,
+            r.probe_error,
+            r.syscall.name(),
+        );
+        put("path", r.path.to_string());
+        put("fd", r.fd.to_string());
+        put("family", r.family.to_string());
+        put("type", r.sock_type.to_string());
+        put("protocol", r.protocol.to_string());
+        put("local_address", r.local_address.clone());
+        put("remote_address", r.remote_address.clone());
+        put("local_port", r.local_port.to_string());
+        put("remote_port", r.remote_port.to_string());
+        put("duration", r.duration.to_string());
+        put("ntime", r.ntime.to_string());
+    }
 }
 
 fn failure(message: String) -> ExtensionResponse {
@@ -124,18 +220,18 @@ fn failure(message: String) -> ExtensionResponse {
     ExtensionResponse::new(ExtensionStatus::new(1, message, None), vec![])
 }
 
-/// The process table, answering from the store.
-pub struct ProcessTable {
+/// An event table, answering from its store.
+pub struct EventTable<R> {
     pub name: String,
-    pub store: Arc<Store<ProcessRow>>,
+    pub store: Arc<Store<R>>,
 }
 
-impl ProcessTable {
+impl<R: TableRow> EventTable<R> {
     pub fn rows(&self, q: &Query) -> Vec<BTreeMap<String, String>> {
         let selected = self.store.select(unix_now(), |e| {
-            q.time_matches(e.time) && q.pid_matches(e.row.pid)
+            q.time_matches(e.time) && q.pid_matches(e.row.pid())
         });
-        selected.iter().map(|e| process_cells(e, q)).collect()
+        selected.iter().map(|e| cells(e, q)).collect()
     }
 }
 
@@ -157,13 +253,13 @@ pub fn guarded_generate(
     }
 }
 
-impl ReadOnlyTable for ProcessTable {
+impl<R: TableRow> ReadOnlyTable for EventTable<R> {
     fn name(&self) -> String {
         self.name.clone()
     }
 
     fn columns(&self) -> Vec<ColumnDef> {
-        column_defs(PROCESS_COLUMNS)
+        column_defs(R::COLUMNS)
     }
 
     fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
@@ -200,8 +296,11 @@ mod tests {
     }
 
     #[test]
-    fn schema_matches_the_old_table() {
+    fn schema_matches_the_old_tables() {
         assert_eq!(PROCESS_COLUMNS.len(), 17);
+        assert_eq!(SOCKET_COLUMNS.len(), 22);
+        let sock = create_statement("bpf_socket_events", SOCKET_COLUMNS);
+        assert!(sock.contains("`fd` TEXT, `family` INTEGER, `type` INTEGER, `protocol` INTEGER, `local_address` TEXT, `remote_address` TEXT, `local_port` INTEGER, `remote_port` INTEGER, `duration` INTEGER, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
         let stmt = create_statement("bpf_process_events", PROCESS_COLUMNS);
         assert!(stmt.starts_with("CREATE TABLE bpf_process_events(`tid` BIGINT, `pid` BIGINT"));
         assert!(stmt.contains("`json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
@@ -213,7 +312,7 @@ mod tests {
         let now = unix_now();
         store.push(now - 10, row(5), now);
         store.push(now, row(6), now);
-        let t = ProcessTable {
+        let t = EventTable {
             name: "bpf_process_events_v2".into(),
             store,
         };

@@ -1,5 +1,6 @@
 //! `osquery-ebpf watch`: the same rows, streamed live to stdout without osquery.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use anyhow::Result;
 use crate::constraints::Query;
 use crate::pipeline::unix_now;
 use crate::runtime::{Runtime, Stat};
-use crate::tables::{process_cells, PROCESS_COLUMNS};
+use crate::store::Store;
+use crate::tables::{cells, TableRow};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
@@ -25,10 +27,10 @@ pub struct WatchArgs {
     pub stats_every: u64,
 }
 
-fn readable(cells: &std::collections::BTreeMap<String, String>) -> String {
+fn readable(table: &str, cells: &BTreeMap<String, String>) -> String {
     let g = |k: &str| cells.get(k).map(String::as_str).unwrap_or("");
-    format!(
-        "{} {:<10} pid={} tid={} parent={} uid={} ret={}{} path={} cwd={} cmdline={}",
+    let head = format!(
+        "{} {:<10} pid={} tid={} parent={} uid={} ret={}{} path={}",
         g("time"),
         g("syscall"),
         g("pid"),
@@ -42,9 +44,56 @@ fn readable(cells: &std::collections::BTreeMap<String, String>) -> String {
             ""
         },
         g("path"),
-        g("cwd"),
-        g("cmdline").escape_debug(),
-    )
+    );
+    if cells.contains_key("family") {
+        format!(
+            "{head} [{table}] fd={} family={} type={} proto={} local={}:{} remote={}:{}",
+            g("fd"),
+            g("family"),
+            g("type"),
+            g("protocol"),
+            g("local_address"),
+            g("local_port"),
+            g("remote_address"),
+            g("remote_port"),
+        )
+    } else {
+        format!(
+            "{head} cwd={} cmdline={}",
+            g("cwd"),
+            g("cmdline").escape_debug()
+        )
+    }
+}
+
+/// Print the rows of `store` newer than `*last_eid`.
+fn print_new<R: TableRow>(
+    out: &mut impl Write,
+    table: &str,
+    store: &Store<R>,
+    last_eid: &mut u64,
+    json: bool,
+) -> std::io::Result<()> {
+    let all = Query::default();
+    let seen = *last_eid;
+    for e in store.select(unix_now(), |e| e.eid > seen) {
+        *last_eid = e.eid;
+        let cells = cells(&e, &all);
+        let line = if json {
+            let mut obj = serde_json::Map::new();
+            obj.insert("table".into(), table.into());
+            for (name, _, _) in R::COLUMNS {
+                if let Some(v) = cells.get(*name) {
+                    obj.insert((*name).into(), v.clone().into());
+                }
+            }
+            serde_json::Value::Object(obj).to_string()
+        } else {
+            readable(table, &cells)
+        };
+        writeln!(out, "{line}")?;
+    }
+    out.flush()
 }
 
 pub fn print_stats(stats: &[Stat]) {
@@ -52,15 +101,14 @@ pub fn print_stats(stats: &[Stat]) {
     eprintln!("stats: {}", line.join(" "));
 }
 
-pub fn run(rt: Arc<Runtime>, table: &str, args: &WatchArgs) -> Result<()> {
+pub fn run(rt: Arc<Runtime>, tables: (&str, &str), args: &WatchArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let json = args.json || !std::io::stdout().is_terminal();
     let started = Instant::now();
     let mut last_stats = Instant::now();
-    let mut last_eid = 0;
-    let all = Query::default();
+    let (mut last_process, mut last_socket) = (0, 0);
     let out = std::io::stdout();
     loop {
         let done = stop.load(Ordering::Acquire)
@@ -71,29 +119,27 @@ pub fn run(rt: Arc<Runtime>, table: &str, args: &WatchArgs) -> Result<()> {
             // let the last records through the pipeline
             std::thread::sleep(Duration::from_millis(300));
         }
-        let rows = rt.process_store.select(unix_now(), |e| e.eid > last_eid);
         let mut lock = out.lock();
-        for e in &rows {
-            last_eid = e.eid;
-            let cells = process_cells(e, &all);
-            let line = if json {
-                let mut obj = serde_json::Map::new();
-                obj.insert("table".into(), table.into());
-                for (name, _, _) in PROCESS_COLUMNS {
-                    if let Some(v) = cells.get(*name) {
-                        obj.insert((*name).into(), v.clone().into());
-                    }
-                }
-                serde_json::Value::Object(obj).to_string()
-            } else {
-                readable(&cells)
-            };
-            if writeln!(lock, "{line}").is_err() {
-                return Ok(()); // stdout closed
-            }
-        }
-        let _ = lock.flush();
+        let printed = print_new(
+            &mut lock,
+            tables.0,
+            &rt.process_store,
+            &mut last_process,
+            json,
+        )
+        .and_then(|()| {
+            print_new(
+                &mut lock,
+                tables.1,
+                &rt.socket_store,
+                &mut last_socket,
+                json,
+            )
+        });
         drop(lock);
+        if printed.is_err() {
+            break; // stdout closed
+        }
         if args.stats_every > 0 && last_stats.elapsed() >= Duration::from_secs(args.stats_every) {
             print_stats(&rt.stats());
             last_stats = Instant::now();

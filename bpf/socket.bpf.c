@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * Socket events: connect, accept, accept4, bind and listen, one record per call at syscall
+ * exit. Family, type, protocol and both endpoints are read from the kernel socket behind the
+ * file descriptor, so accept(fd, NULL, NULL), kernel-assigned ports and sockets created before
+ * the probes were loaded are all complete, in whatever network namespace the socket lives.
+ */
+#include "common.bpf.h"
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define S_IFMT_VALUE 00170000
+#define S_IFSOCK_VALUE 0140000
+#define AF_UNIX_VALUE 1
+#define AF_INET_VALUE 2
+#define AF_INET6_VALUE 10
+
+struct socket_event _socket_event = {};
+
+static __always_inline struct file *fd_file(struct task_struct *task, int fd)
+{
+	struct files_struct *files = BPF_CORE_READ(task, files);
+	struct fdtable *fdt = BPF_CORE_READ(files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+
+	if (fd < 0 || (unsigned int)fd >= max)
+		return 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* Copy a unix socket's bound name; returns its length (abstract names start with NUL). */
+static __always_inline __u32 unix_name(struct sock *sk, char *dst)
+{
+	struct unix_sock *u = (struct unix_sock *)sk;
+	struct unix_address *addr = BPF_CORE_READ(u, addr);
+	int len;
+
+	if (!addr)
+		return 0;
+	len = BPF_CORE_READ(addr, len) - (int)sizeof(__u16); /* minus sun_family */
+	if (len <= 0)
+		return 0;
+	if (len > UNIX_PATH_CAP)
+		len = UNIX_PATH_CAP;
+	if (bpf_probe_read_kernel(dst, len & 0x7f, &addr->name[0].sun_path))
+		return 0;
+	return len & 0x7f;
+}
+
+static __always_inline void read_socket(struct socket_event *ev, struct file *file)
+{
+	if (!file)
+		return;
+	__u16 mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT_VALUE) != S_IFSOCK_VALUE)
+		return;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return;
+	ev->is_socket = 1;
+	ev->type = BPF_CORE_READ(sock, type);
+	ev->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	ev->protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+
+	if (ev->family == AF_INET_VALUE) {
+		bpf_core_read(ev->local_addr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(ev->remote_addr, 4, &sk->__sk_common.skc_daddr);
+		ev->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		ev->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	} else if (ev->family == AF_INET6_VALUE) {
+		bpf_core_read(ev->local_addr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(ev->remote_addr, 16, &sk->__sk_common.skc_v6_daddr);
+		ev->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+		ev->remote_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	} else if (ev->family == AF_UNIX_VALUE) {
+		ev->local_path_len = unix_name(sk, ev->local_path);
+		struct sock *peer = BPF_CORE_READ((struct unix_sock *)sk, peer);
+		if (peer)
+			ev->remote_path_len = unix_name(peer, ev->remote_path);
+	}
+}
+
+static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int with_addr)
+{
+	struct syscall_entry entry = {};
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	long ret = ctx->ret;
+	__u64 now = now_boot_ns();
+
+	if (take_entry(tid, &entry))
+		return 0;
+
+	struct socket_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	if (!ev) {
+		stat_inc(STAT_SOCKET_DROPPED);
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	fill_header(&ev->hdr, EVENT_SOCKET, entry.syscall, entry.ts_boot, now);
+	ev->hdr.ret = ret;
+	ev->type = -1;
+	ev->protocol = -1;
+
+	int fd = (int)entry.arg0;
+	if ((entry.syscall == SC_ACCEPT || entry.syscall == SC_ACCEPT4) && ret >= 0)
+		fd = (int)ret; /* the new connection */
+	ev->fd = fd;
+	read_socket(ev, fd_file((struct task_struct *)bpf_get_current_task(), fd));
+
+	if (with_addr && entry.arg1) {
+		__u32 len = (__u32)entry.arg2;
+		long err;
+		if (len >= USER_ADDR_CAP) {
+			len = USER_ADDR_CAP;
+			err = bpf_probe_read_user(ev->user_addr, USER_ADDR_CAP, (void *)entry.arg1);
+		} else {
+			err = bpf_probe_read_user(ev->user_addr, len & (USER_ADDR_CAP - 1),
+						  (void *)entry.arg1);
+		}
+		if (err) {
+			ev->hdr.flags |= FLAG_READ_FAILED;
+			stat_inc(STAT_READ_FAILED);
+		} else {
+			ev->user_addr_len = len;
+		}
+	}
+	bpf_ringbuf_submit(ev, 0);
+	stat_inc(STAT_SOCKET_EMITTED);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_enter_connect")
+int enter_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_CONNECT, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx, 1);
+}
+
+SEC("tp/syscalls/sys_enter_bind")
+int enter_bind(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_BIND, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_bind")
+int exit_bind(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx, 1);
+}
+
+SEC("tp/syscalls/sys_enter_listen")
+int enter_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_LISTEN, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_listen")
+int exit_listen(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx, 0);
+}
+
+SEC("tp/syscalls/sys_enter_accept")
+int enter_accept(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_ACCEPT, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_accept")
+int exit_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx, 0);
+}
+
+SEC("tp/syscalls/sys_enter_accept4")
+int enter_accept4(struct trace_event_raw_sys_enter *ctx)
+{
+	remember_entry(SC_ACCEPT4, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("tp/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_sys_exit(ctx, 0);
+}
