@@ -205,6 +205,46 @@ fn main() {
             let secs: u64 = rest[0].to_string_lossy().parse().expect("secs");
             std::thread::sleep(std::time::Duration::from_secs(secs));
         }
+        // accept one TCP connection on ADDR:PORT
+        "tcp-server" => {
+            let addr = format!(
+                "{}:{}",
+                rest[0].to_string_lossy(),
+                rest[1].to_string_lossy()
+            );
+            let l = std::net::TcpListener::bind(&addr).expect("bind");
+            say(&format!(r#"{{"pid":{me},"listening":true}}"#));
+            let (c, peer) = l.accept().expect("accept");
+            say(&format!(
+                r#"{{"pid":{me},"peer_port":{},"fd":{}}}"#,
+                peer.port(),
+                std::os::fd::AsRawFd::as_raw_fd(&c)
+            ));
+        }
+        // connect to ADDR:PORT
+        "tcp-client" => {
+            let addr = format!(
+                "{}:{}",
+                rest[0].to_string_lossy(),
+                rest[1].to_string_lossy()
+            );
+            let start = std::time::Instant::now();
+            let c = loop {
+                match std::net::TcpStream::connect(&addr) {
+                    Ok(c) => break c,
+                    Err(e) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                        panic!("connect: {e}")
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                }
+            };
+            let local = c.local_addr().expect("local");
+            say(&format!(
+                r#"{{"pid":{me},"local_port":{},"fd":{}}}"#,
+                local.port(),
+                std::os::fd::AsRawFd::as_raw_fd(&c)
+            ));
+        }
         other => {
             eprintln!("unknown workload {other:?}");
             std::process::exit(64);
