@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Maps and helpers shared by the probe objects. Each object gets its own copy of the maps;
  * user space makes the socket object reuse the process object's ring buffer and stats so that
  * every record travels through one ordered ring. */

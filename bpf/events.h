@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * The one definition of every record the probes write to the ring buffer and of the stats
  * indices. Shared by every probe object in bpf/ and, through the skeletons' generated types, by Rust.

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Process events: exec (execve, execveat; successful and failed), process creation (fork,
  * vfork, clone, clone3 without CLONE_THREAD) and process termination (once per process).

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Socket events: connect, accept, accept4, bind and listen, one record per call at syscall
  * exit. Family, type, protocol and both endpoints are read from the kernel socket behind the
