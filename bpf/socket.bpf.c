@@ -134,67 +134,23 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 	return 0;
 }
 
-SEC("tp/syscalls/sys_enter_connect")
-int enter_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	remember_entry(SC_CONNECT, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
-	return 0;
-}
+/* The entry and exit programs of one syscall: fd, sockaddr pointer and length at entry. */
+#define SOCKET_SYSCALL(name, id, with_addr)                                         \
+	SEC("tp/syscalls/sys_enter_" #name)                                        \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
+	{                                                                          \
+		remember_entry(id, ctx->args[0], with_addr ? ctx->args[1] : 0,     \
+			       with_addr ? ctx->args[2] : 0, 0, 0);                \
+		return 0;                                                          \
+	}                                                                          \
+	SEC("tp/syscalls/sys_exit_" #name)                                         \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
+	{                                                                          \
+		return on_sys_exit(ctx, with_addr);                                \
+	}
 
-SEC("tp/syscalls/sys_exit_connect")
-int exit_connect(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_sys_exit(ctx, 1);
-}
-
-SEC("tp/syscalls/sys_enter_bind")
-int enter_bind(struct trace_event_raw_sys_enter *ctx)
-{
-	remember_entry(SC_BIND, ctx->args[0], ctx->args[1], ctx->args[2], 0, 0);
-	return 0;
-}
-
-SEC("tp/syscalls/sys_exit_bind")
-int exit_bind(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_sys_exit(ctx, 1);
-}
-
-SEC("tp/syscalls/sys_enter_listen")
-int enter_listen(struct trace_event_raw_sys_enter *ctx)
-{
-	remember_entry(SC_LISTEN, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("tp/syscalls/sys_exit_listen")
-int exit_listen(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_sys_exit(ctx, 0);
-}
-
-SEC("tp/syscalls/sys_enter_accept")
-int enter_accept(struct trace_event_raw_sys_enter *ctx)
-{
-	remember_entry(SC_ACCEPT, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("tp/syscalls/sys_exit_accept")
-int exit_accept(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_sys_exit(ctx, 0);
-}
-
-SEC("tp/syscalls/sys_enter_accept4")
-int enter_accept4(struct trace_event_raw_sys_enter *ctx)
-{
-	remember_entry(SC_ACCEPT4, ctx->args[0], 0, 0, 0, 0);
-	return 0;
-}
-
-SEC("tp/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_sys_exit(ctx, 0);
-}
+SOCKET_SYSCALL(connect, SC_CONNECT, 1)
+SOCKET_SYSCALL(bind, SC_BIND, 1)
+SOCKET_SYSCALL(listen, SC_LISTEN, 0)
+SOCKET_SYSCALL(accept, SC_ACCEPT, 0)
+SOCKET_SYSCALL(accept4, SC_ACCEPT4, 0)

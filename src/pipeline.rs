@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::event::{Endpoint, Event, ExecEvent, SocketEvent, Syscall, AT_FDCWD};
+use crate::event::{Endpoint, Event, ExecEvent, Header, SocketEvent, Syscall, AT_FDCWD};
 use crate::format::{args_lossy, text};
 use crate::procctx::{ProcInfo, ProcessContext};
 use crate::store::Store;
 
-/// One `bpf_process_events_v2` row (eid and time live in the store entry).
+/// The columns both tables share (eid and time live in the store entry).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProcessRow {
+pub struct RowBase {
     pub tid: u32,
     pub pid: u32,
     pub parent: u32,
@@ -25,27 +25,44 @@ pub struct ProcessRow {
     pub exit_code: i64,
     pub probe_error: bool,
     pub syscall: Syscall,
+    /// The process's binary.
     pub path: Arc<str>,
-    pub cwd: Arc<str>,
-    pub args: Arc<[String]>,
     pub duration: u64,
     /// CLOCK_BOOTTIME ns at syscall entry.
     pub ntime: u64,
 }
 
+impl RowBase {
+    fn new(h: &Header, path: Arc<str>) -> RowBase {
+        RowBase {
+            tid: h.tid,
+            pid: h.pid,
+            parent: h.ppid,
+            uid: h.uid,
+            gid: h.gid,
+            cid: h.cgroup_id,
+            exit_code: h.ret,
+            probe_error: h.probe_error(),
+            syscall: h.syscall,
+            path,
+            duration: h.duration,
+            ntime: h.ts_boot,
+        }
+    }
+}
+
+/// One `bpf_process_events_v2` row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRow {
+    pub base: RowBase,
+    pub cwd: Arc<str>,
+    pub args: Arc<[String]>,
+}
+
 /// One `bpf_socket_events_v2` row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SocketRow {
-    pub tid: u32,
-    pub pid: u32,
-    pub parent: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cid: u64,
-    pub exit_code: i64,
-    pub probe_error: bool,
-    pub syscall: Syscall,
-    pub path: Arc<str>,
+    pub base: RowBase,
     pub fd: i32,
     /// -1 when the fd was not a socket.
     pub family: i64,
@@ -55,8 +72,6 @@ pub struct SocketRow {
     pub remote_address: String,
     pub local_port: u16,
     pub remote_port: u16,
-    pub duration: u64,
-    pub ntime: u64,
 }
 
 /// A finished row for one of the tables.
@@ -69,8 +84,8 @@ pub enum Row {
 impl Row {
     pub fn ntime(&self) -> u64 {
         match self {
-            Row::Process(r) => r.ntime,
-            Row::Socket(r) => r.ntime,
+            Row::Process(r) => r.base.ntime,
+            Row::Socket(r) => r.base.ntime,
         }
     }
 }
@@ -111,16 +126,10 @@ fn socket_row(ctx: &ProcessContext, ev: &SocketEvent) -> SocketRow {
     let (local_address, local_port) = endpoint_text(&local);
     let (remote_address, remote_port) = endpoint_text(&remote);
     SocketRow {
-        tid: h.tid,
-        pid: h.pid,
-        parent: h.ppid,
-        uid: h.uid,
-        gid: h.gid,
-        cid: h.cgroup_id,
-        exit_code: h.ret,
-        probe_error: h.probe_error(),
-        syscall: h.syscall,
-        path: ctx.get(h.pid).map(|p| p.path.clone()).unwrap_or_default(),
+        base: RowBase::new(
+            h,
+            ctx.get(h.pid).map(|p| p.path.clone()).unwrap_or_default(),
+        ),
         fd: ev.fd,
         family: if ev.is_socket {
             i64::from(ev.family)
@@ -133,8 +142,6 @@ fn socket_row(ctx: &ProcessContext, ev: &SocketEvent) -> SocketRow {
         remote_address,
         local_port,
         remote_port,
-        duration: h.duration,
-        ntime: h.ts_boot,
     }
 }
 
@@ -203,23 +210,12 @@ pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> Row {
 
 fn process_row(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
     let h = ev.header();
-    let base = |info: Option<&ProcInfo>, exit_code: i64| {
+    let base = |info: Option<&ProcInfo>| {
         let info = info.cloned().unwrap_or_default();
         ProcessRow {
-            tid: h.tid,
-            pid: h.pid,
-            parent: h.ppid,
-            uid: h.uid,
-            gid: h.gid,
-            cid: h.cgroup_id,
-            exit_code,
-            probe_error: h.probe_error(),
-            syscall: h.syscall,
-            path: info.path,
+            base: RowBase::new(h, info.path),
             cwd: info.cwd,
             args: info.args,
-            duration: h.duration,
-            ntime: h.ts_boot,
         }
     };
     match ev {
@@ -232,22 +228,22 @@ fn process_row(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
                 cwd: cwd.into(),
                 args: args_lossy(&e.argv).into(),
             };
-            let row = base(Some(&info), h.ret);
+            let row = base(Some(&info));
             if h.ret == 0 {
                 ctx.on_exec(h.pid, info);
             }
             row
         }
         Event::Fork(f) => {
-            let row = base(ctx.get(h.pid), h.ret);
+            let row = base(ctx.get(h.pid));
             ctx.on_fork(h.pid, f.child_pid);
             row
         }
         Event::Exit(_) => {
             let info = ctx.on_exit(h.pid);
-            base(info.as_ref(), h.ret)
+            base(info.as_ref())
         }
-        Event::Socket(_) => base(ctx.get(h.pid), h.ret),
+        Event::Socket(_) => base(ctx.get(h.pid)),
     }
 }
 
@@ -307,7 +303,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExitEvent, ForkEvent, Header};
+    use crate::event::{ExitEvent, ForkEvent};
 
     fn hdr(syscall: Syscall, pid: u32, ppid: u32, ret: i64) -> Header {
         Header {
@@ -342,7 +338,7 @@ mod tests {
         let mut ctx = ProcessContext::default();
         let row = process_row(&mut ctx, &exec(10, 0, b"/usr/bin/prog", false));
         assert_eq!(
-            (&*row.path, &*row.cwd, row.parent),
+            (&*row.base.path, &*row.cwd, row.base.parent),
             ("/usr/bin/prog", "/srv", 1)
         );
         assert_eq!(row.args.len(), 2);
@@ -355,10 +351,10 @@ mod tests {
         });
         let row = process_row(&mut ctx, &fork);
         assert_eq!(
-            (row.pid, row.exit_code, &*row.path),
+            (row.base.pid, row.base.exit_code, &*row.base.path),
             (10, 11, "/usr/bin/prog")
         );
-        assert_eq!(row.syscall.name(), "clone3");
+        assert_eq!(row.base.syscall.name(), "clone3");
 
         let exit = Event::Exit(ExitEvent {
             hdr: hdr(Syscall::ExitGroup, 11, 10, 3),
@@ -366,8 +362,11 @@ mod tests {
             core_dumped: false,
         });
         let row = process_row(&mut ctx, &exit);
-        assert_eq!((row.pid, row.parent, row.exit_code), (11, 10, 3));
-        assert_eq!(&*row.path, "/usr/bin/prog");
+        assert_eq!(
+            (row.base.pid, row.base.parent, row.base.exit_code),
+            (11, 10, 3)
+        );
+        assert_eq!(&*row.base.path, "/usr/bin/prog");
         assert_eq!(
             row.args.to_vec(),
             vec!["prog".to_string(), "a b".to_string()]
@@ -379,11 +378,11 @@ mod tests {
     fn failed_exec_joins_relative_path_and_does_not_change_context() {
         let mut ctx = ProcessContext::default();
         let row = process_row(&mut ctx, &exec(20, -2, b"./missing", true));
-        assert_eq!(&*row.path, "/srv/missing");
-        assert_eq!(row.exit_code, -2);
+        assert_eq!(&*row.base.path, "/srv/missing");
+        assert_eq!(row.base.exit_code, -2);
         assert!(ctx.get(20).is_none());
         let row = process_row(&mut ctx, &exec(20, -2, b"/abs/missing", true));
-        assert_eq!(&*row.path, "/abs/missing");
+        assert_eq!(&*row.base.path, "/abs/missing");
     }
 
     fn sock(syscall: Syscall, local: Endpoint, remote: Endpoint, user: Endpoint) -> SocketEvent {
@@ -431,7 +430,7 @@ mod tests {
             ("127.0.0.1", 9, "")
         );
         assert_eq!(
-            (&*r.path, r.exit_code, r.family),
+            (&*r.base.path, r.base.exit_code, r.family),
             ("/usr/bin/curl", -111, 2)
         );
         let kernel = Endpoint::Inet("10.1.1.1".parse().expect("ip"), 80);

@@ -9,7 +9,7 @@ use osquery_rust_ng::{ExtensionPluginRequest, ExtensionResponse, ExtensionStatus
 
 use crate::constraints::{parse_context, Query};
 use crate::format::{cmdline, json_cmdline};
-use crate::pipeline::{unix_now, ProcessRow, SocketRow};
+use crate::pipeline::{unix_now, ProcessRow, RowBase, SocketRow};
 use crate::store::{Entry, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,52 +134,39 @@ pub fn cells<R: TableRow>(e: &Entry<R>, q: &Query) -> BTreeMap<String, String> {
     m
 }
 
-/// Cells both tables share, in their column order up to `syscall`.
-fn common_cells(
-    put: &mut dyn FnMut(&str, String),
-    ids: [u32; 5],
-    cid: u64,
-    exit_code: i64,
-    probe_error: bool,
-    syscall: &str,
-) {
-    for (name, v) in ["tid", "pid", "parent", "uid", "gid"].iter().zip(ids) {
+/// The cells both tables share.
+fn base_cells(b: &RowBase, put: &mut dyn FnMut(&str, String)) {
+    for (name, v) in ["tid", "pid", "parent", "uid", "gid"]
+        .iter()
+        .zip([b.tid, b.pid, b.parent, b.uid, b.gid])
+    {
         put(name, v.to_string());
     }
-    put("cid", cid.to_string());
-    put("exit_code", exit_code.to_string());
-    put("probe_error", u8::from(probe_error).to_string());
-    put("syscall", syscall.to_string());
+    put("cid", b.cid.to_string());
+    put("exit_code", b.exit_code.to_string());
+    put("probe_error", u8::from(b.probe_error).to_string());
+    put("syscall", b.syscall.name().to_string());
+    put("path", b.path.to_string());
+    put("duration", b.duration.to_string());
+    put("ntime", b.ntime.to_string());
 }
 
 impl TableRow for ProcessRow {
     const COLUMNS: &'static [Column] = PROCESS_COLUMNS;
 
     fn pid(&self) -> u32 {
-        self.pid
+        self.base.pid
     }
 
     fn cells(&self, q: &Query, put: &mut dyn FnMut(&str, String)) {
-        let r = self;
-        let ids = [r.tid, r.pid, r.parent, r.uid, r.gid];
-        common_cells(
-            put,
-            ids,
-            r.cid,
-            r.exit_code,
-            r.probe_error,
-            r.syscall.name(),
-        );
-        put("path", r.path.to_string());
-        put("cwd", r.cwd.to_string());
+        base_cells(&self.base, put);
+        put("cwd", self.cwd.to_string());
         if q.uses("cmdline") {
-            put("cmdline", cmdline(&r.args));
+            put("cmdline", cmdline(&self.args));
         }
-        put("duration", r.duration.to_string());
         if q.uses("json_cmdline") {
-            put("json_cmdline", json_cmdline(&r.args));
+            put("json_cmdline", json_cmdline(&self.args));
         }
-        put("ntime", r.ntime.to_string());
     }
 }
 
@@ -187,21 +174,12 @@ impl TableRow for SocketRow {
     const COLUMNS: &'static [Column] = SOCKET_COLUMNS;
 
     fn pid(&self) -> u32 {
-        self.pid
+        self.base.pid
     }
 
     fn cells(&self, _q: &Query, put: &mut dyn FnMut(&str, String)) {
+        base_cells(&self.base, put);
         let r = self;
-        let ids = [r.tid, r.pid, r.parent, r.uid, r.gid];
-        common_cells(
-            put,
-            ids,
-            r.cid,
-            r.exit_code,
-            r.probe_error,
-            r.syscall.name(),
-        );
-        put("path", r.path.to_string());
         put("fd", r.fd.to_string());
         put("family", r.family.to_string());
         put("type", r.sock_type.to_string());
@@ -210,8 +188,6 @@ impl TableRow for SocketRow {
         put("remote_address", r.remote_address.clone());
         put("local_port", r.local_port.to_string());
         put("remote_port", r.remote_port.to_string());
-        put("duration", r.duration.to_string());
-        put("ntime", r.ntime.to_string());
     }
 }
 
@@ -278,20 +254,22 @@ mod tests {
 
     fn row(pid: u32) -> ProcessRow {
         ProcessRow {
-            tid: pid,
-            pid,
-            parent: 1,
-            uid: 0,
-            gid: 0,
-            cid: 9,
-            exit_code: -2,
-            probe_error: false,
-            syscall: Syscall::Execve,
-            path: "/bin/x".into(),
+            base: RowBase {
+                tid: pid,
+                pid,
+                parent: 1,
+                uid: 0,
+                gid: 0,
+                cid: 9,
+                exit_code: -2,
+                probe_error: false,
+                syscall: Syscall::Execve,
+                path: "/bin/x".into(),
+                duration: 10,
+                ntime: 123,
+            },
             cwd: "/".into(),
             args: vec!["x".to_string(), "a b".to_string()].into(),
-            duration: 10,
-            ntime: 123,
         }
     }
 

@@ -7,7 +7,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -37,21 +36,17 @@ const SOCKET_COLUMNS: &[&str] = &[
     "eid",
 ];
 
-/// Poll the socket table (rows of `pid`) until `pick` finds a row, or time out.
+/// The socket-table row of `pid` that `pick` finds, polling until it appears.
 fn wait_row(h: &mut Harness, pid: u32, what: &str, pick: impl Fn(&Row) -> bool) -> Row {
-    let ctx = context(SOCKET_COLUMNS, &[("pid", 2, &pid.to_string())]);
-    let start = Instant::now();
-    loop {
-        let rows = h.client.generate(SOCKET_TABLE, &ctx);
-        if let Some(r) = rows.iter().find(|r| pick(r)) {
-            assert_eq!(r.len(), SOCKET_COLUMNS.len());
-            return r.clone();
-        }
-        if start.elapsed() > Duration::from_secs(15) {
-            panic!("no {what} row among {} rows: {rows:#?}", rows.len());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let rows = h.poll_rows(SOCKET_TABLE, SOCKET_COLUMNS, pid, |rows| {
+        rows.iter().any(&pick)
+    });
+    let row = rows
+        .iter()
+        .find(|r| pick(r))
+        .unwrap_or_else(|| panic!("no {what} row among {} rows: {rows:#?}", rows.len()));
+    assert_eq!(row.len(), SOCKET_COLUMNS.len());
+    row.clone()
 }
 
 fn is(r: &Row, syscall: &str, fd: i32) -> bool {

@@ -448,17 +448,28 @@ impl Harness {
         }
     }
 
-    /// Poll the table until `done(rows)` holds for the rows matching `pid`, or time out.
-    pub fn rows_for_pid(&mut self, pid: u32, done: impl Fn(&[Row]) -> bool) -> Vec<Row> {
-        let ctx = context(PROCESS_COLUMNS, &[("pid", 2, &pid.to_string())]);
+    /// Poll `table` until `done(rows)` holds for the rows matching `pid`, or time out.
+    pub fn poll_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        pid: u32,
+        done: impl Fn(&[Row]) -> bool,
+    ) -> Vec<Row> {
+        let ctx = context(columns, &[("pid", 2, &pid.to_string())]);
         let start = Instant::now();
         loop {
-            let rows = self.client.generate(PROCESS_TABLE, &ctx);
+            let rows = self.client.generate(table, &ctx);
             if done(&rows) || start.elapsed() > Duration::from_secs(15) {
                 return rows;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Process-table rows of `pid`, polled until `done` holds.
+    pub fn rows_for_pid(&mut self, pid: u32, done: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+        self.poll_rows(PROCESS_TABLE, PROCESS_COLUMNS, pid, done)
     }
 }
 
