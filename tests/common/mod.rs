@@ -490,6 +490,15 @@ pub fn workload() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join("examples").join("workload");
+    if !p.exists() {
+        // `cargo test` builds it; `cargo test --all-targets` or `--test X` do not.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--example", "workload"])
+            .status()
+            .expect("cargo build --example workload");
+        assert!(st.success(), "building the workload helper failed");
+    }
     assert!(p.exists(), "workload helper missing at {}", p.display());
     p
 }
