@@ -9,7 +9,10 @@ use osquery_rust_ng::plugin::Plugin;
 use osquery_ebpf::config::SettingsArgs;
 use osquery_ebpf::extension::{self, ExitError, EXIT_STARTUP};
 use osquery_ebpf::runtime::Runtime;
-use osquery_ebpf::tables::{create_statement, EventTable, PROCESS_COLUMNS, SOCKET_COLUMNS};
+use osquery_ebpf::tables::{
+    create_statement, EventTable, StatsTable, PROCESS_COLUMNS, SOCKET_COLUMNS, STATS_COLUMNS,
+    STATS_TABLE,
+};
 use osquery_ebpf::{logging, watch};
 
 /// osquery extension serving bpf_process_events_v2 from eBPF (libbpf CO-RE).
@@ -49,14 +52,13 @@ fn run(cli: Cli) -> Result<(), ExitError> {
     let settings = cli.settings.resolve()?;
     match cli.command {
         Some(Command::Schema) => {
-            println!(
-                "{}",
-                create_statement(&settings.process_table, PROCESS_COLUMNS)
-            );
-            println!(
-                "{}",
-                create_statement(&settings.socket_table, SOCKET_COLUMNS)
-            );
+            for (name, columns) in [
+                (settings.process_table.as_str(), PROCESS_COLUMNS),
+                (settings.socket_table.as_str(), SOCKET_COLUMNS),
+                (STATS_TABLE, STATS_COLUMNS),
+            ] {
+                println!("{}", create_statement(name, columns));
+            }
             Ok(())
         }
         Some(Command::Watch(args)) => {
@@ -85,6 +87,9 @@ fn run(cli: Cli) -> Result<(), ExitError> {
                 Plugin::readonly_table(EventTable {
                     name: settings.socket_table.clone(),
                     store: rt.socket_store.clone(),
+                }),
+                Plugin::readonly_table(StatsTable {
+                    runtime: rt.clone(),
                 }),
             ];
             let result = extension::serve(&socket, Duration::from_secs(cli.timeout.max(1)), tables);

@@ -23,12 +23,38 @@ pub struct Runtime {
     kernel_stats: KernelStats,
     attached: usize,
     failed: usize,
+    ring_buffer_bytes: u32,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// One counter: name, value, meaning.
 pub type Stat = (String, u64, String);
+
+/// The extension's own CPU time and memory, from /proc/self.
+fn own_usage(out: &mut Vec<Stat>) {
+    let Ok(me) = procfs::process::Process::myself() else {
+        return;
+    };
+    if let Ok(stat) = me.stat() {
+        let tick_ms = 1000 / procfs::ticks_per_second().max(1);
+        out.push((
+            "cpu_user_ms".into(),
+            stat.utime * tick_ms,
+            "user CPU time of the extension".into(),
+        ));
+        out.push((
+            "cpu_system_ms".into(),
+            stat.stime * tick_ms,
+            "system CPU time of the extension".into(),
+        ));
+        out.push((
+            "rss_bytes".into(),
+            stat.rss * procfs::page_size(),
+            "resident memory of the extension".into(),
+        ));
+    }
+}
 
 fn store_stats<R>(out: &mut Vec<Stat>, table: &str, store: &Store<R>) {
     let c = &store.counters;
@@ -81,6 +107,7 @@ impl Runtime {
             kernel_stats: probes.kernel_stats.clone(),
             attached: probes.attached.len(),
             failed: probes.failed.len(),
+            ring_buffer_bytes: settings.probes.ring_buffer_bytes,
             probes: Mutex::new(probes),
             stop,
             threads: Mutex::new(vec![t]),
@@ -111,6 +138,12 @@ impl Runtime {
             self.failed as u64,
             "BPF programs that failed to attach".into(),
         ));
+        out.push((
+            "ring_buffer_size".into(),
+            u64::from(self.ring_buffer_bytes),
+            "BPF ring buffer bytes".into(),
+        ));
+        own_usage(&mut out);
         out
     }
 

@@ -247,6 +247,46 @@ impl<R: TableRow> ReadOnlyTable for EventTable<R> {
     }
 }
 
+/// `osquery_ebpf_stats`: every counter, one row each.
+pub const STATS_TABLE: &str = "osquery_ebpf_stats";
+pub const STATS_COLUMNS: &[Column] = &[
+    ("name", Type::Text, 0),
+    ("value", Type::BigInt, 0),
+    ("description", Type::Text, 0),
+];
+
+pub struct StatsTable {
+    pub runtime: Arc<crate::runtime::Runtime>,
+}
+
+impl ReadOnlyTable for StatsTable {
+    fn name(&self) -> String {
+        STATS_TABLE.to_string()
+    }
+
+    fn columns(&self) -> Vec<ColumnDef> {
+        column_defs(STATS_COLUMNS)
+    }
+
+    fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
+        guarded_generate(STATS_TABLE, &req, |_| {
+            self.runtime
+                .stats()
+                .into_iter()
+                .map(|(name, value, description)| {
+                    BTreeMap::from([
+                        ("name".to_string(), name),
+                        ("value".to_string(), value.to_string()),
+                        ("description".to_string(), description),
+                    ])
+                })
+                .collect()
+        })
+    }
+
+    fn shutdown(&self) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -282,3 +282,51 @@ fn watch_streams_json_rows() {
         "counters shown: {stderr}"
     );
 }
+
+#[test]
+fn stats_table_shows_every_counter() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[("OSQUERY_EBPF_RING_BUFFER_SIZE", "1048576")]);
+    let mut t = Command::new("/bin/true").spawn().expect("true");
+    t.wait().expect("wait");
+    let start = Instant::now();
+    let stats = loop {
+        let rows = h.client.generate("osquery_ebpf_stats", "{}");
+        let get = |n: &str| -> u64 {
+            rows.iter()
+                .find(|r| r["name"] == n)
+                .unwrap_or_else(|| panic!("no {n} in {rows:?}"))["value"]
+                .parse()
+                .expect("number")
+        };
+        if get("exec_received") > 0 || start.elapsed() > Duration::from_secs(10) {
+            break rows;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let get = |n: &str| -> u64 {
+        stats.iter().find(|r| r["name"] == n).expect("counter")["value"]
+            .parse()
+            .expect("number")
+    };
+    assert!(get("exec_received") > 0);
+    assert!(get("kernel_exec_emitted") >= get("exec_received"));
+    assert_eq!(get("ring_buffer_size"), 1 << 20);
+    assert!(get("probes_attached") >= 20);
+    assert_eq!(get("probes_failed"), 0);
+    assert!(get("rss_bytes") > 0);
+    for name in [
+        "kernel_exec_dropped",
+        "kernel_socket_dropped",
+        "queue_dropped",
+        "decode_errors",
+        "process_rows_buffered",
+        "socket_rows_evicted_count",
+        "cpu_user_ms",
+    ] {
+        let _ = get(name);
+    }
+    assert!(stats.iter().all(|r| !r["description"].is_empty()));
+}
