@@ -139,7 +139,7 @@ static __always_inline void submit_exec(struct exec_scratch *s)
 		stat_inc(STAT_PATH_TRUNCATED);
 	if (s->ev.hdr.flags & FLAG_READ_FAILED)
 		stat_inc(STAT_READ_FAILED);
-	if (bpf_ringbuf_output(&events, &s->ev, size, 0))
+	if (bpf_ringbuf_output(&events, &s->ev, size, wakeup_flags()))
 		stat_inc(STAT_EXEC_DROPPED);
 	else
 		stat_inc(STAT_EXEC_EMITTED);
@@ -381,7 +381,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	ev->child_pid = child_pid;
 	ev->child_tid = child_tid;
 	ev->clone_flags = entry.arg0;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, wakeup_flags());
 	stat_inc(STAT_FORK_EMITTED);
 	return 0;
 }
@@ -425,7 +425,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	ev->hdr.ret = status;
 	ev->exit_code = code;
 	ev->core_dumped = (code & 0x80) ? 1 : 0;
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, wakeup_flags());
 	stat_inc(STAT_EXIT_EMITTED);
 	return 0;
 }

@@ -129,7 +129,7 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 			ev->user_addr_len = len;
 		}
 	}
-	bpf_ringbuf_submit(ev, 0);
+	bpf_ringbuf_submit(ev, wakeup_flags());
 	stat_inc(STAT_SOCKET_EMITTED);
 	return 0;
 }

@@ -18,6 +18,9 @@ use crate::process_skel::{types, ProcessSkel, ProcessSkelBuilder};
 use crate::socket_skel::{SocketSkel, SocketSkelBuilder};
 use crate::stats::Counters;
 
+/// How often the consumer collects records when the probes did not wake it.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// The compile-time argv capacity of a record (`ARGV_CAP` in bpf/events.h) less its NUL.
 pub const ARGV_MAX_LIMIT: u32 = 65535;
 
@@ -290,11 +293,14 @@ fn consumer(
     {
         return;
     }
+    // The probes wake us only when the ring is filling up (see wakeup_flags in
+    // bpf/common.bpf.h); otherwise records are collected every POLL_INTERVAL.
     while !stop.load(Ordering::Acquire) {
-        if let Err(e) = ring.poll(Duration::from_millis(100)) {
+        let polled = ring.poll(POLL_INTERVAL).and_then(|()| ring.consume());
+        if let Err(e) = polled {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
                 tracing::error!("ring buffer poll failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(POLL_INTERVAL);
             }
         }
     }
