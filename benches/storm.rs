@@ -124,14 +124,14 @@ fn connect_storm(seconds: u64) -> (u64, u16) {
     let port = listener.local_addr().expect("addr").port();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
-    listener.set_nonblocking(true).expect("nonblocking");
+    // A blocking acceptor: a non-blocking one would make every EAGAIN an accept row.
     let acceptor = std::thread::spawn(move || {
-        while !s2.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.read(&mut [0u8; 1]);
-                }
-                Err(_) => std::thread::yield_now(),
+        for conn in listener.incoming() {
+            if s2.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Ok(mut c) = conn {
+                let _ = c.read(&mut [0u8; 1]);
             }
         }
     });
@@ -160,6 +160,7 @@ fn connect_storm(seconds: u64) -> (u64, u16) {
     });
     let n = ok.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
+    let _ = TcpStream::connect(("127.0.0.1", port)); // wake the acceptor
     let _ = acceptor.join();
     (n, port)
 }

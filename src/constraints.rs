@@ -215,4 +215,62 @@ mod tests {
         .expect("valid");
         assert!(q.pid.is_empty());
     }
+
+    mod fuzz {
+        use super::super::parse_context;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,12}".prop_map(serde_json::Value::from),
+                prop_oneof![
+                    Just("time"),
+                    Just("pid"),
+                    Just("op"),
+                    Just("list"),
+                    Just("expr")
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::Array),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("constraints".to_string()),
+                            Just("name".to_string()),
+                            Just("list".to_string()),
+                            Just("op".to_string()),
+                            Just("expr".to_string()),
+                            Just("colsUsed".to_string()),
+                            ".{0,6}"
+                        ],
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any string gets a query or an error, never a panic.
+            #[test]
+            fn arbitrary_text_never_panics(s in ".{0,200}") {
+                let _ = parse_context(&s);
+            }
+
+            /// Any JSON shaped like a context, however wrong its types, never panics.
+            #[test]
+            fn arbitrary_json_never_panics(v in json_value()) {
+                let _ = parse_context(&v.to_string());
+            }
+        }
+    }
 }

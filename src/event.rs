@@ -607,4 +607,42 @@ pub(crate) mod tests {
         assert_eq!(split_argv(b"\0"), vec![b"".to_vec()]);
         assert_eq!(split_argv(b"a\0\0"), vec![b"a".to_vec(), b"".to_vec()]);
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// Arbitrary bytes decode or fail cleanly.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+                let _ = decode(&bytes);
+            }
+
+            /// A valid record with corrupted lengths and tail fails cleanly or decodes.
+            #[test]
+            fn corrupted_exec_records_never_panic(
+                argv_len in any::<u32>(), path_len in any::<u32>(), cwd_len in any::<u32>(),
+                tail in prop::collection::vec(any::<u8>(), 0..300),
+            ) {
+                let mut rec = exec_record(b"", b"", b"", 0);
+                let fixed = std::mem::size_of::<types::exec_event>();
+                let hdr = std::mem::size_of::<types::event_header>();
+                rec[hdr..hdr + 4].copy_from_slice(&argv_len.to_ne_bytes());
+                rec[hdr + 4..hdr + 8].copy_from_slice(&path_len.to_ne_bytes());
+                rec[hdr + 8..hdr + 12].copy_from_slice(&cwd_len.to_ne_bytes());
+                rec.truncate(fixed);
+                rec.extend_from_slice(&tail);
+                let _ = decode(&rec);
+            }
+
+            /// Any sockaddr bytes decode or give no endpoint.
+            #[test]
+            fn arbitrary_sockaddrs_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..130)) {
+                let _ = decode_sockaddr(&bytes);
+            }
+        }
+    }
 }

@@ -153,8 +153,30 @@ struct Loaded {
 
 /// Load and attach the process probes and start the consumer thread, which sends decoded
 /// events to `tx`. Returns once the probes are attached, or with the load error.
+/// Loading and attaching needs CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON (root has all).
+fn check_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "osquery-ebpf needs root (or CAP_BPF and CAP_PERFMON) to load its BPF programs; \
+         run it as root, as osqueryd does"
+    )
+}
+
 pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) -> Result<Probes> {
     check_options(opts)?;
+    check_privileges()?;
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
     ensure_tracefs()?;
 
@@ -295,7 +317,13 @@ fn consumer(
     }
     // The probes wake us only when the ring is filling up (see wakeup_flags in
     // bpf/common.bpf.h); otherwise records are collected every POLL_INTERVAL.
+    // Test hook: while this file exists the consumer stalls, as a slow consumer would.
+    let pause = std::env::var_os("OSQUERY_EBPF_TEST_PAUSE_FILE").map(std::path::PathBuf::from);
     while !stop.load(Ordering::Acquire) {
+        if pause.as_deref().is_some_and(Path::exists) {
+            std::thread::sleep(POLL_INTERVAL);
+            continue;
+        }
         let polled = ring.poll(POLL_INTERVAL).and_then(|()| ring.consume());
         if let Err(e) = polled {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
@@ -344,6 +372,8 @@ fn load_error(what: &str, e: libbpf_rs::Error) -> anyhow::Error {
 fn object_builder(opts: &ProbeOptions) -> Result<libbpf_rs::ObjectBuilder> {
     let mut builder = libbpf_rs::ObjectBuilder::default();
     if let Some(btf) = &opts.btf_path {
+        std::fs::File::open(btf)
+            .with_context(|| format!("btf_path: cannot read the BTF file {}", btf.display()))?;
         builder
             .btf_custom_path(btf)
             .with_context(|| format!("using BTF file {}", btf.display()))?;

@@ -330,3 +330,48 @@ fn stats_table_shows_every_counter() {
     }
     assert!(stats.iter().all(|r| !r["description"].is_empty()));
 }
+
+#[test]
+fn start_up_failures_give_one_clear_message() {
+    if !require_root() {
+        return;
+    }
+    let run = |env: &[(&str, &str)], prefix: &[&str]| {
+        let mut cmd = if prefix.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        } else {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]).arg(env!("CARGO_BIN_EXE_osquery-ebpf"));
+            c
+        };
+        cmd.args(["watch", "--duration", "1", "--stats-every", "0"])
+            .env("OSQUERY_EBPF_CONFIG", "/dev/null");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, err) = run(
+        &[("OSQUERY_EBPF_BTF_PATH", "/nonexistent/vmlinux.btf")],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("/nonexistent/vmlinux.btf"), "{err}");
+
+    let (code, err) = run(
+        &[],
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("needs root"), "{err}");
+}
