@@ -1,9 +1,13 @@
 //! Text forms of a command line: the `cmdline` and `json_cmdline` columns.
 
-/// Arguments as text: invalid UTF-8 becomes U+FFFD (documented in the README).
-pub fn args_lossy(argv: &[Vec<u8>]) -> Vec<String> {
-    argv.iter()
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+/// Arguments as text: invalid UTF-8 becomes U+FFFD (documented in the README). Valid
+/// arguments are taken over without a copy.
+pub fn args_lossy(argv: Vec<Vec<u8>>) -> Vec<String> {
+    argv.into_iter()
+        .map(|a| {
+            String::from_utf8(a)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
         .collect()
 }
 
@@ -84,7 +88,7 @@ line'"#
 
     #[test]
     fn invalid_utf8_is_replaced() {
-        let args = args_lossy(&[b"a\xffb".to_vec(), b"ok".to_vec()]);
+        let args = args_lossy(vec![b"a\xffb".to_vec(), b"ok".to_vec()]);
         assert_eq!(args, vec!["a\u{fffd}b".to_string(), "ok".to_string()]);
         assert_eq!(json_cmdline(&args), "[\"a\u{fffd}b\",\"ok\"]");
     }

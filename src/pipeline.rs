@@ -68,10 +68,9 @@ pub struct SocketRow {
     pub family: i64,
     pub sock_type: i32,
     pub protocol: i32,
-    pub local_address: String,
-    pub remote_address: String,
-    pub local_port: u16,
-    pub remote_port: u16,
+    /// Endpoints are kept as values and turned into text by `generate`.
+    pub local: Endpoint,
+    pub remote: Endpoint,
 }
 
 /// A finished row for one of the tables.
@@ -109,39 +108,39 @@ pub fn endpoint_text(e: &Endpoint) -> (String, u16) {
     }
 }
 
-fn socket_row(ctx: &ProcessContext, ev: &SocketEvent) -> SocketRow {
-    let h = &ev.hdr;
-    let mut local = ev.local.clone();
-    let mut remote = ev.remote.clone();
+fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
+    let SocketEvent {
+        hdr: h,
+        fd,
+        is_socket,
+        family,
+        sock_type,
+        protocol,
+        mut local,
+        mut remote,
+        user_addr,
+    } = ev;
     // The caller's sockaddr stands in where the kernel socket no longer holds the address
     // (a failed connect resets the port; a failed bind leaves the socket unbound).
     let partial = |e: &Endpoint| matches!(e, Endpoint::None | Endpoint::Inet(_, 0));
-    if ev.user_addr != Endpoint::None {
+    if user_addr != Endpoint::None {
         match h.syscall {
-            Syscall::Connect if partial(&remote) => remote = ev.user_addr.clone(),
-            Syscall::Bind if partial(&local) => local = ev.user_addr.clone(),
+            Syscall::Connect if partial(&remote) => remote = user_addr,
+            Syscall::Bind if partial(&local) => local = user_addr,
             _ => {}
         }
     }
-    let (local_address, local_port) = endpoint_text(&local);
-    let (remote_address, remote_port) = endpoint_text(&remote);
     SocketRow {
         base: RowBase::new(
-            h,
+            &h,
             ctx.get(h.pid).map(|p| p.path.clone()).unwrap_or_default(),
         ),
-        fd: ev.fd,
-        family: if ev.is_socket {
-            i64::from(ev.family)
-        } else {
-            -1
-        },
-        sock_type: ev.sock_type,
-        protocol: ev.protocol,
-        local_address,
-        remote_address,
-        local_port,
-        remote_port,
+        fd,
+        family: if is_socket { i64::from(family) } else { -1 },
+        sock_type,
+        protocol,
+        local,
+        remote,
     }
 }
 
@@ -201,15 +200,16 @@ fn exec_path(ev: &ExecEvent, cwd: &str) -> String {
 }
 
 /// Build the row for an event, updating the process context.
-pub fn enrich(ctx: &mut ProcessContext, ev: &Event) -> Row {
+pub fn enrich(ctx: &mut ProcessContext, ev: Event) -> Row {
     match ev {
         Event::Socket(s) => Row::Socket(socket_row(ctx, s)),
-        _ => Row::Process(process_row(ctx, ev)),
+        ev => Row::Process(process_row(ctx, ev)),
     }
 }
 
-fn process_row(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
-    let h = ev.header();
+fn process_row(ctx: &mut ProcessContext, ev: Event) -> ProcessRow {
+    let h = ev.header().clone();
+    let h = &h;
     let base = |info: Option<&ProcInfo>| {
         let info = info.cloned().unwrap_or_default();
         ProcessRow {
@@ -221,12 +221,12 @@ fn process_row(ctx: &mut ProcessContext, ev: &Event) -> ProcessRow {
     match ev {
         Event::Exec(e) => {
             let cwd = text(&e.cwd);
-            let path = exec_path(e, &cwd);
+            let path = exec_path(&e, &cwd);
             let info = ProcInfo {
                 ppid: h.ppid,
                 path: path.into(),
                 cwd: cwd.into(),
-                args: args_lossy(&e.argv).into(),
+                args: args_lossy(e.argv).into(),
             };
             let row = base(Some(&info));
             if h.ret == 0 {
@@ -253,6 +253,9 @@ pub struct Stores {
     pub socket: Arc<Store<SocketRow>>,
 }
 
+/// Events taken from the queue at a time.
+const BATCH: usize = 1024;
+
 /// The stage's thread: drain the queue, enrich, store. Stops when `stop` is set and the queue
 /// is empty, or when every sender is gone.
 pub fn spawn(
@@ -271,17 +274,25 @@ pub fn spawn(
             let mut last_prune = Instant::now();
             loop {
                 match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(ev) => {
+                    Ok(first) => {
                         if last_clock.elapsed() > Duration::from_secs(1) {
                             clock = Clock::now();
                             last_clock = Instant::now();
                         }
-                        let row = enrich(&mut ctx, &ev);
-                        let time = clock.unix_secs(row.ntime());
-                        match row {
-                            Row::Process(r) => stores.process.push(time, r, unix_now()),
-                            Row::Socket(r) => stores.socket.push(time, r, unix_now()),
-                        };
+                        // Take what is queued as one batch: one clock read and one store
+                        // lock per batch, not per event.
+                        let (mut procs, mut socks) = (Vec::new(), Vec::new());
+                        for ev in std::iter::once(first).chain(rx.try_iter().take(BATCH - 1)) {
+                            let row = enrich(&mut ctx, ev);
+                            let time = clock.unix_secs(row.ntime());
+                            match row {
+                                Row::Process(r) => procs.push((time, r)),
+                                Row::Socket(r) => socks.push((time, r)),
+                            }
+                        }
+                        let now = unix_now();
+                        stores.process.push_batch(procs, now);
+                        stores.socket.push_batch(socks, now);
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         if stop.load(Ordering::Acquire) {
@@ -336,7 +347,7 @@ mod tests {
     #[test]
     fn exec_fork_exit_rows_are_complete() {
         let mut ctx = ProcessContext::default();
-        let row = process_row(&mut ctx, &exec(10, 0, b"/usr/bin/prog", false));
+        let row = process_row(&mut ctx, exec(10, 0, b"/usr/bin/prog", false));
         assert_eq!(
             (&*row.base.path, &*row.cwd, row.base.parent),
             ("/usr/bin/prog", "/srv", 1)
@@ -349,7 +360,7 @@ mod tests {
             child_tid: 11,
             clone_flags: 0,
         });
-        let row = process_row(&mut ctx, &fork);
+        let row = process_row(&mut ctx, fork);
         assert_eq!(
             (row.base.pid, row.base.exit_code, &*row.base.path),
             (10, 11, "/usr/bin/prog")
@@ -361,7 +372,7 @@ mod tests {
             exit_code: 3 << 8,
             core_dumped: false,
         });
-        let row = process_row(&mut ctx, &exit);
+        let row = process_row(&mut ctx, exit);
         assert_eq!(
             (row.base.pid, row.base.parent, row.base.exit_code),
             (11, 10, 3)
@@ -377,11 +388,11 @@ mod tests {
     #[test]
     fn failed_exec_joins_relative_path_and_does_not_change_context() {
         let mut ctx = ProcessContext::default();
-        let row = process_row(&mut ctx, &exec(20, -2, b"./missing", true));
+        let row = process_row(&mut ctx, exec(20, -2, b"./missing", true));
         assert_eq!(&*row.base.path, "/srv/missing");
         assert_eq!(row.base.exit_code, -2);
         assert!(ctx.get(20).is_none());
-        let row = process_row(&mut ctx, &exec(20, -2, b"/abs/missing", true));
+        let row = process_row(&mut ctx, exec(20, -2, b"/abs/missing", true));
         assert_eq!(&*row.base.path, "/abs/missing");
     }
 
@@ -412,7 +423,7 @@ mod tests {
         let dst = Endpoint::Inet("127.0.0.1".parse().expect("ip"), 9);
         let Row::Socket(r) = enrich(
             &mut ctx,
-            &Event::Socket(sock(
+            Event::Socket(sock(
                 Syscall::Connect,
                 Endpoint::None,
                 Endpoint::None,
@@ -422,12 +433,8 @@ mod tests {
             panic!("not a socket row");
         };
         assert_eq!(
-            (
-                r.remote_address.as_str(),
-                r.remote_port,
-                r.local_address.as_str()
-            ),
-            ("127.0.0.1", 9, "")
+            (endpoint_text(&r.remote), endpoint_text(&r.local).0),
+            (("127.0.0.1".to_string(), 9), String::new())
         );
         assert_eq!(
             (&*r.base.path, r.base.exit_code, r.family),
@@ -436,18 +443,22 @@ mod tests {
         let kernel = Endpoint::Inet("10.1.1.1".parse().expect("ip"), 80);
         let Row::Socket(r) = enrich(
             &mut ctx,
-            &Event::Socket(sock(Syscall::Connect, Endpoint::None, kernel, dst.clone())),
+            Event::Socket(sock(Syscall::Connect, Endpoint::None, kernel, dst.clone())),
         ) else {
             panic!("not a socket row");
         };
-        assert_eq!(r.remote_address, "10.1.1.1", "the kernel's view wins");
+        assert_eq!(
+            endpoint_text(&r.remote).0,
+            "10.1.1.1",
+            "the kernel's view wins"
+        );
         let Row::Socket(r) = enrich(
             &mut ctx,
-            &Event::Socket(sock(Syscall::Bind, Endpoint::None, Endpoint::None, dst)),
+            Event::Socket(sock(Syscall::Bind, Endpoint::None, Endpoint::None, dst)),
         ) else {
             panic!("not a socket row");
         };
-        assert_eq!((r.local_address.as_str(), r.local_port), ("127.0.0.1", 9));
+        assert_eq!(endpoint_text(&r.local), ("127.0.0.1".to_string(), 9));
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl ProcessContext {
             let dir = root.join(proc.pid().to_string());
             // procfs's cmdline() drops empty arguments and rejects non-UTF-8: read it raw.
             let args = std::fs::read(dir.join("cmdline"))
-                .map(|b| crate::format::args_lossy(&split_argv(&b)))
+                .map(|b| crate::format::args_lossy(split_argv(&b)))
                 .unwrap_or_default();
             let info = ProcInfo {
                 ppid: u32::try_from(stat.ppid).unwrap_or(0),

@@ -61,12 +61,19 @@ impl<R> Store<R> {
     }
 
     /// Add a row with its event time (UNIX seconds); `now` drives age eviction.
-    pub fn push(&self, time: u64, row: R, now: u64) -> u64 {
+    pub fn push(&self, time: u64, row: R, now: u64) {
+        self.push_batch([(time, row)], now);
+    }
+
+    /// Add rows (event time, row) under one lock.
+    pub fn push_batch(&self, rows: impl IntoIterator<Item = (u64, R)>, now: u64) {
         let mut inner = self.lock();
-        let eid = inner.next_eid;
-        inner.next_eid += 1;
-        inner.rows.push_back(Arc::new(Entry { eid, time, row }));
-        self.counters.inserted.fetch_add(1, Ordering::Relaxed);
+        for (time, row) in rows {
+            let eid = inner.next_eid;
+            inner.next_eid += 1;
+            inner.rows.push_back(Arc::new(Entry { eid, time, row }));
+            self.counters.inserted.fetch_add(1, Ordering::Relaxed);
+        }
         while inner.rows.len() > self.max_rows {
             inner.rows.pop_front();
             self.counters
@@ -74,7 +81,6 @@ impl<R> Store<R> {
                 .fetch_add(1, Ordering::Relaxed);
         }
         self.expire(&mut inner, now);
-        eid
     }
 
     /// The rows that pass `keep`, oldest first. The lock is held only to clone handles.

@@ -9,7 +9,7 @@ use osquery_rust_ng::{ExtensionPluginRequest, ExtensionResponse, ExtensionStatus
 
 use crate::constraints::{parse_context, Query};
 use crate::format::{cmdline, json_cmdline};
-use crate::pipeline::{unix_now, ProcessRow, RowBase, SocketRow};
+use crate::pipeline::{endpoint_text, unix_now, ProcessRow, RowBase, SocketRow};
 use crate::store::{Entry, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,10 +184,12 @@ impl TableRow for SocketRow {
         put("family", r.family.to_string());
         put("type", r.sock_type.to_string());
         put("protocol", r.protocol.to_string());
-        put("local_address", r.local_address.clone());
-        put("remote_address", r.remote_address.clone());
-        put("local_port", r.local_port.to_string());
-        put("remote_port", r.remote_port.to_string());
+        let (local_address, local_port) = endpoint_text(&r.local);
+        let (remote_address, remote_port) = endpoint_text(&r.remote);
+        put("local_address", local_address);
+        put("remote_address", remote_address);
+        put("local_port", local_port.to_string());
+        put("remote_port", remote_port.to_string());
     }
 }
 

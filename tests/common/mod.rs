@@ -128,6 +128,9 @@ pub struct Manager {
     conns: Arc<Mutex<Vec<UnixStream>>>,
 }
 
+/// Managers in one test process hand out different uuids.
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl Manager {
     pub fn start() -> Manager {
         let dir = tempfile::Builder::new()
@@ -136,7 +139,9 @@ impl Manager {
             .expect("tempdir");
         let socket = dir.path().join("osquery.em");
         let state = Arc::new(Mutex::new(ManagerState {
-            next_uuid: 1000 + i64::from(std::process::id() % 20000),
+            next_uuid: 1000
+                + i64::from(std::process::id() % 20000)
+                + i64::from(NEXT.fetch_add(100, Ordering::Relaxed)),
             ..ManagerState::default()
         }));
         let m = Manager {
