@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{context, Harness, PROCESS_COLUMNS, PROCESS_TABLE};
+use common::{boot_ns, context, stats, unix_now, Harness, PROCESS_COLUMNS, PROCESS_TABLE};
 use serde_json::{json, Value};
 
 const SOCKET_TABLE: &str = "bpf_socket_events_v2";
@@ -49,18 +49,6 @@ fn opts() -> Opts {
         i += 2;
     }
     o
-}
-
-fn boot_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("clock");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
 }
 
 /// user+system CPU ns of a process.
@@ -163,14 +151,6 @@ fn connect_storm(seconds: u64) -> (u64, u16) {
     let _ = TcpStream::connect(("127.0.0.1", port)); // wake the acceptor
     let _ = acceptor.join();
     (n, port)
-}
-
-fn stats(h: &mut Harness) -> BTreeMap<String, u64> {
-    h.client
-        .generate("osquery_ebpf_stats", "{}")
-        .into_iter()
-        .map(|r| (r["name"].clone(), r["value"].parse().unwrap_or(0)))
-        .collect()
 }
 
 fn losses(s: &BTreeMap<String, u64>) -> u64 {

@@ -3,19 +3,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn stats(h: &mut Harness) -> BTreeMap<String, u64> {
-    h.client
-        .generate("osquery_ebpf_stats", "{}")
-        .into_iter()
-        .map(|r| (r["name"].clone(), r["value"].parse().unwrap_or(0)))
-        .collect()
-}
 
 #[test]
 fn a_stalled_consumer_loses_counted_events_and_recovers() {

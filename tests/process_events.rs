@@ -39,18 +39,6 @@ fn run_workload(args: &[&str], cwd: Option<&Path>) -> (u32, Vec<Value>) {
     (pid, facts)
 }
 
-fn boot_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("clock");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
 /// The cgroup id (cgroup v2 directory inode) of a process.
 fn cgroup_id(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;

@@ -478,6 +478,28 @@ impl Harness {
     }
 }
 
+/// CLOCK_BOOTTIME now, in ns (the probes' clock).
+pub fn boot_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("clock");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// `osquery_ebpf_stats` as name -> value.
+pub fn stats(h: &mut Harness) -> std::collections::BTreeMap<String, u64> {
+    h.client
+        .generate("osquery_ebpf_stats", "{}")
+        .into_iter()
+        .map(|r| (r["name"].clone(), r["value"].parse().unwrap_or(0)))
+        .collect()
+}
+
 /// Skip (with a message) when not root: the probes need it. CI runs as root.
 pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
