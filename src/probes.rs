@@ -420,6 +420,12 @@ fn load_socket<'obj>(
     object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
     process: &ProcessSkel<'_>,
 ) -> Result<SocketSkel<'obj>> {
+    // Test hook: make this object fail as a kernel without one of its hooks would.
+    if std::env::var("OSQUERY_EBPF_TEST_FAIL_PROBES")
+        .is_ok_and(|v| v.split(',').any(|p| p == "socket"))
+    {
+        bail!("the socket probes were disabled by OSQUERY_EBPF_TEST_FAIL_PROBES");
+    }
     let builder = SocketSkelBuilder {
         obj_builder: object_builder(opts)?,
     };

@@ -164,3 +164,38 @@ fn restarts_cleanly_after_kill_9() {
     assert_eq!(c.ping().expect("ping").code, Some(0));
     assert_eq!(c.columns(PROCESS_TABLE).len(), 17);
 }
+
+#[test]
+fn a_probe_object_that_fails_leaves_the_other_table_working() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[("OSQUERY_EBPF_TEST_FAIL_PROBES", "socket")]);
+    assert!(
+        h.ext.log_text().contains("socket events are unavailable"),
+        "{}",
+        h.ext.log_text()
+    );
+    let s = stats(&mut h);
+    assert!(s["probes_failed"] >= 1, "{s:?}");
+    assert!(s["probes_attached"] >= 10, "{s:?}");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _c = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    let mut t = Command::new("/bin/true")
+        .arg("degraded")
+        .spawn()
+        .expect("spawn");
+    let pid = t.id();
+    t.wait().expect("wait");
+    let rows = h.rows_for_pid(pid, |r| find(r, "execve").is_some());
+    assert!(
+        find(&rows, "execve").is_some(),
+        "the process table still works"
+    );
+    let sockets = h.client.generate("bpf_socket_events_v2", "{}");
+    assert!(
+        sockets.is_empty(),
+        "no socket rows without the socket probes"
+    );
+}
