@@ -298,14 +298,7 @@ fn argv_bound_truncates_with_probe_error() {
     let long: Vec<String> = (0..100)
         .map(|i| format!("{i:03}{}", "x".repeat(97)))
         .collect();
-    let mut child = Command::new("/bin/true")
-        .args(&long)
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    child.wait().expect("wait");
-    let rows = h.rows_for_pid(pid, |r| find(r, "execve").is_some());
-    let exec = find(&rows, "execve").unwrap_or_else(|| panic!("no execve: {rows:?}"));
+    let (_, exec) = h.exec_true(&long);
     assert_eq!(exec["probe_error"], "1");
     let json: Vec<String> = serde_json::from_str(&exec["json_cmdline"]).expect("json");
     // every argument but the cut last one ends with a NUL in the kernel's copy
@@ -324,14 +317,7 @@ fn default_bound_keeps_a_12_kib_argv_whole() {
     let long: Vec<String> = (0..120)
         .map(|i| format!("{i:03}{}", "y".repeat(97)))
         .collect();
-    let mut child = Command::new("/bin/true")
-        .args(&long)
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    child.wait().expect("wait");
-    let rows = h.rows_for_pid(pid, |r| find(r, "execve").is_some());
-    let exec = find(&rows, "execve").unwrap_or_else(|| panic!("no execve: {rows:?}"));
+    let (_, exec) = h.exec_true(&long);
     assert_eq!(exec["probe_error"], "0");
     let json: Vec<String> = serde_json::from_str(&exec["json_cmdline"]).expect("json");
     assert_eq!(json.len(), 121);
@@ -344,14 +330,7 @@ fn time_constraints_reach_generate() {
         return;
     }
     let mut h = Harness::start(&[]);
-    let mut child = Command::new("/bin/true")
-        .arg("time-test")
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    child.wait().expect("wait");
-    let rows = h.rows_for_pid(pid, |r| find(r, "execve").is_some());
-    let exec = find(&rows, "execve").expect("execve");
+    let (pid, exec) = h.exec_true(&["time-test"]);
     let t: u64 = exec["time"].parse().expect("time");
     let p = pid.to_string();
     let count = |h: &mut Harness, op: i32, v: u64| {

@@ -472,6 +472,22 @@ impl Harness {
         }
     }
 
+    /// Run `/bin/true ARGS` to completion; returns its pid and its execve row (panics when
+    /// the row does not appear).
+    pub fn exec_true<S: AsRef<std::ffi::OsStr>>(&mut self, args: &[S]) -> (u32, Row) {
+        let mut child = Command::new("/bin/true")
+            .args(args)
+            .spawn()
+            .expect("spawn /bin/true");
+        let pid = child.id();
+        child.wait().expect("wait /bin/true");
+        let rows = self.rows_for_pid(pid, |r| find(r, "execve").is_some());
+        let row = find(&rows, "execve")
+            .unwrap_or_else(|| panic!("no execve row for {pid}: {rows:?}"))
+            .clone();
+        (pid, row)
+    }
+
     /// Process-table rows of `pid`, polled until `done` holds.
     pub fn rows_for_pid(&mut self, pid: u32, done: impl Fn(&[Row]) -> bool) -> Vec<Row> {
         self.poll_rows(PROCESS_TABLE, PROCESS_COLUMNS, pid, done)
