@@ -187,6 +187,34 @@ fn relative_exec_after_chdir_and_execveat() {
 }
 
 #[test]
+fn exec_from_a_thread_reports_the_process() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    let (pid, _) = run_workload(&["thread-exec", "/bin/true", "from-a-thread"], None);
+    let is_it = |r: &Row| r["syscall"] == "execve" && r["cmdline"] == "/bin/true from-a-thread";
+    let rows = h.rows_for_pid(pid, |r| r.iter().any(is_it));
+    let exec = rows
+        .iter()
+        .find(|r| is_it(r))
+        .unwrap_or_else(|| panic!("no execve from the thread: {rows:?}"));
+    // after exec the thread has become the process: tid == pid, same process id as before
+    assert_eq!(
+        (exec["pid"].as_str(), exec["tid"].as_str()),
+        (pid.to_string().as_str(), pid.to_string().as_str())
+    );
+    assert_eq!(exec["parent"], std::process::id().to_string());
+    assert_eq!(exec["exit_code"], "0");
+    assert_eq!(exec["path"], canon("/bin/true"));
+    let duration: u64 = exec["duration"].parse().expect("duration");
+    assert!(
+        duration > 0 && duration < 10_000_000_000,
+        "the entry time was found: {exec:?}"
+    );
+}
+
+#[test]
 fn failed_exec_is_a_row_with_the_errno() {
     if !require_root() {
         return;

@@ -189,6 +189,18 @@ fn main() {
             wait(pid);
             say(&format!(r#"{{"pid":{me},"child":{pid}}}"#));
         }
+        // execv from a thread that is not the group leader
+        "thread-exec" => {
+            say(&format!(r#"{{"pid":{me}}}"#));
+            let c = cstrings(rest);
+            let t = std::thread::spawn(move || {
+                let envp: Vec<*const libc::c_char> = vec![std::ptr::null()];
+                // SAFETY: NUL-terminated argv/envp arrays of valid C strings.
+                unsafe { libc::execve(c[0].as_ptr(), ptrs(&c).as_ptr(), envp.as_ptr()) };
+            });
+            let _ = t.join();
+            say(&format!(r#"{{"errno":{}}}"#, errno()));
+        }
         // a thread that is not a process
         "thread" => {
             let t = std::thread::spawn(|| 1 + 1);
