@@ -15,7 +15,7 @@ use osquery_ebpf::tables::{
 };
 use osquery_ebpf::{logging, watch};
 
-/// osquery extension serving bpf_process_events_v2 from eBPF (libbpf CO-RE).
+/// osquery extension serving bpf_process_events_v2 and bpf_socket_events_v2 from eBPF (libbpf CO-RE).
 ///
 /// Started by osqueryd/osqueryi with --socket, --timeout, --interval and --verbose; other
 /// settings come from the config file and OSQUERY_EBPF_* environment variables.
