@@ -10,3 +10,6 @@ cargo clippy --all-targets -- -D warnings
 # Plain `cargo test` (not --all-targets) also builds the workload helper, an example target
 # the kernel tests run, as a binary.
 cargo test -- --test-threads "${TEST_THREADS:-4}"
+# The Debian package: built with cargo-deb and checked against osquery's autoload rules.
+bash packaging/build-packages.sh
+bash packaging/check-package.sh target/debian/osquery-ebpf_*.deb
