@@ -7,9 +7,23 @@ cd "$(dirname "$0")/.."
 bash packaging/install-build-deps.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+
 # Plain `cargo test` (not --all-targets) also builds the workload helper, an example target
 # the kernel tests run, as a binary.
-cargo test -- --test-threads "${TEST_THREADS:-4}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test -- --test-threads "${TEST_THREADS:-4}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
 # The Debian package: built with cargo-deb and checked against osquery's autoload rules.
-bash packaging/build-packages.sh
-bash packaging/check-package.sh target/debian/osquery-ebpf_*.deb
+if [ "$status" -eq 0 ]; then
+  bash packaging/build-packages.sh
+  bash packaging/check-package.sh target/debian/osquery-ebpf_*.deb
+fi
+
+# One closing line for the whole run: every cargo test binary's counts added up.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
