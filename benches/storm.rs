@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{boot_ns, context, stats, unix_now, Harness, PROCESS_COLUMNS, PROCESS_TABLE};
+use common::{
+    boot_ns, context, stats, unix_now, Harness, PROCESS_COLUMNS, PROCESS_TABLE, SOCKET_TABLE,
+};
 use serde_json::{json, Value};
-
-const SOCKET_TABLE: &str = "bpf_socket_events_v2";
 
 struct Opts {
     seconds: u64,

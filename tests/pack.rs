@@ -10,32 +10,6 @@ use std::process::Command;
 
 use common::*;
 
-const SOCKET_TABLE: &str = "bpf_socket_events_v2";
-const SOCKET_COLUMNS: &[&str] = &[
-    "tid",
-    "pid",
-    "parent",
-    "uid",
-    "gid",
-    "cid",
-    "exit_code",
-    "probe_error",
-    "syscall",
-    "path",
-    "fd",
-    "family",
-    "type",
-    "protocol",
-    "local_address",
-    "remote_address",
-    "local_port",
-    "remote_port",
-    "duration",
-    "ntime",
-    "time",
-    "eid",
-];
-
 /// Load rows into a SQLite table created from the extension's own schema.
 fn load(db: &rusqlite::Connection, create: &str, table: &str, rows: &[Row]) {
     db.execute_batch(&create.replace(" HIDDEN", ""))

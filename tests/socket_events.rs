@@ -10,32 +10,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-const SOCKET_TABLE: &str = "bpf_socket_events_v2";
-const SOCKET_COLUMNS: &[&str] = &[
-    "tid",
-    "pid",
-    "parent",
-    "uid",
-    "gid",
-    "cid",
-    "exit_code",
-    "probe_error",
-    "syscall",
-    "path",
-    "fd",
-    "family",
-    "type",
-    "protocol",
-    "local_address",
-    "remote_address",
-    "local_port",
-    "remote_port",
-    "duration",
-    "ntime",
-    "time",
-    "eid",
-];
-
 /// The socket-table row of `pid` that `pick` finds, polling until it appears.
 fn wait_row(h: &mut Harness, pid: u32, what: &str, pick: impl Fn(&Row) -> bool) -> Row {
     let rows = h.poll_rows(SOCKET_TABLE, SOCKET_COLUMNS, pid, |rows| {

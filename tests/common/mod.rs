@@ -335,6 +335,32 @@ pub const PROCESS_COLUMNS: &[&str] = &[
     "eid",
 ];
 
+pub const SOCKET_TABLE: &str = "bpf_socket_events_v2";
+pub const SOCKET_COLUMNS: &[&str] = &[
+    "tid",
+    "pid",
+    "parent",
+    "uid",
+    "gid",
+    "cid",
+    "exit_code",
+    "probe_error",
+    "syscall",
+    "path",
+    "fd",
+    "family",
+    "type",
+    "protocol",
+    "local_address",
+    "remote_address",
+    "local_port",
+    "remote_port",
+    "duration",
+    "ntime",
+    "time",
+    "eid",
+];
+
 /// A context shaped like osquery's: every column listed, constrained or not.
 pub fn context(columns: &[&str], constraints: &[(&str, i32, &str)]) -> String {
     let list: Vec<Value> = columns
