@@ -155,9 +155,7 @@ fn connect_storm(seconds: u64) -> (u64, u16) {
 
 fn losses(s: &BTreeMap<String, u64>) -> u64 {
     s.iter()
-        .filter(|(k, _)| {
-            k.contains("dropped") || *k == "decode_errors" || *k == "kernel_scratch_missing"
-        })
+        .filter(|(k, _)| osquery_ebpf::stats::is_loss(k))
         .map(|(_, v)| v)
         .sum()
 }

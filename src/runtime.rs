@@ -12,7 +12,7 @@ use crate::config::Settings;
 use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
 use crate::probes::{self, KernelStats, Probes};
 use crate::procctx::ProcessContext;
-use crate::stats::{kernel_stat_names, Counters, KERNEL_LOSS_STATS};
+use crate::stats::{is_loss, kernel_stat_names, Counters};
 use crate::store::Store;
 
 pub struct Runtime {
@@ -151,11 +151,7 @@ impl Runtime {
     pub fn losses(stats: &[Stat]) -> u64 {
         stats
             .iter()
-            .filter(|(n, _, _)| {
-                KERNEL_LOSS_STATS.contains(&n.as_str())
-                    || n == "queue_dropped"
-                    || n == "decode_errors"
-            })
+            .filter(|(n, _, _)| is_loss(n))
             .map(|(_, v, _)| v)
             .sum()
     }
@@ -181,12 +177,7 @@ impl Runtime {
                     if lost > last {
                         let detail: Vec<String> = stats
                             .iter()
-                            .filter(|(n, v, _)| {
-                                *v > 0
-                                    && (n.contains("dropped")
-                                        || n.contains("errors")
-                                        || n.contains("missing"))
-                            })
+                            .filter(|(n, v, _)| *v > 0 && is_loss(n))
                             .map(|(n, v, _)| format!("{n}={v}"))
                             .collect();
                         tracing::warn!("events were lost: {} in all ({})", lost, detail.join(", "));

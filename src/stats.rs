@@ -137,14 +137,21 @@ pub fn kernel_stat_names() -> Vec<(&'static str, &'static str)> {
     names.iter().map(|&(_, n, d)| (n, d)).collect()
 }
 
-/// Kernel counters whose growth means lost rows.
-pub const KERNEL_LOSS_STATS: &[&str] = &[
+/// Counters, kernel and user space, whose growth means lost rows.
+pub const LOSS_STATS: &[&str] = &[
     "kernel_exec_dropped",
     "kernel_fork_dropped",
     "kernel_exit_dropped",
     "kernel_socket_dropped",
     "kernel_scratch_missing",
+    "queue_dropped",
+    "decode_errors",
 ];
+
+/// Whether the counter `name` counts lost rows.
+pub fn is_loss(name: &str) -> bool {
+    LOSS_STATS.contains(&name)
+}
 
 #[cfg(test)]
 mod tests {
@@ -154,8 +161,12 @@ mod tests {
     fn every_kernel_stat_has_a_name() {
         let names = kernel_stat_names();
         assert_eq!(names.len(), stat_id::STAT_MAX.0 as usize);
-        for loss in KERNEL_LOSS_STATS {
-            assert!(names.iter().any(|(n, _)| n == loss), "{loss}");
+        let user: Vec<&str> = Counters::default().snapshot().iter().map(|s| s.0).collect();
+        for loss in LOSS_STATS {
+            assert!(
+                names.iter().any(|(n, _)| n == loss) || user.contains(loss),
+                "{loss} is not a counter"
+            );
         }
     }
 }
