@@ -73,7 +73,7 @@ fn a_stalled_consumer_loses_counted_events_and_recovers() {
 }
 
 #[test]
-fn concurrent_generates_during_a_storm_and_pings_stay_prompt() {
+fn concurrent_generates_during_a_storm_and_freezes_and_pings_stay_prompt() {
     if !require_root() {
         return;
     }
@@ -119,7 +119,12 @@ fn concurrent_generates_during_a_storm_and_pings_stay_prompt() {
             h.ext.log_text()
         );
         slowest = slowest.max(t.elapsed());
-        std::thread::sleep(Duration::from_millis(100));
+        // Freeze and thaw the extension mid-generate (a debugger, a cgroup freeze): its
+        // blocked socket calls are interrupted and must resume without losing a byte.
+        h.ext.signal(nix::sys::signal::Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(20));
+        h.ext.signal(nix::sys::signal::Signal::SIGCONT);
+        std::thread::sleep(Duration::from_millis(80));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let execs = storm.join().expect("storm");

@@ -243,9 +243,44 @@ fn serve_conn(stream: UnixStream, handler: Handler) {
     while processor.process(&mut i, &mut o).is_ok() {}
 }
 
+/// A client's socket that retries reads and writes interrupted by EINTR itself.
+///
+/// A read on a socket with a receive timeout (`SO_RCVTIMEO`) fails with EINTR when the
+/// process is stopped and continued (SIGSTOP/SIGCONT, a cgroup freeze), even without a
+/// signal handler. thrift 0.17's `TBufferedReadTransport::read` drops the bytes it already
+/// copied when a refill fails, and `read_exact` then retries, so the stream loses its place
+/// ("received bad version"). Retrying here, below the buffer, keeps every byte.
+pub struct Chan(UnixStream);
+
+impl std::io::Read for Chan {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl std::io::Write for Chan {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 type Client = ExtensionSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<UnixStream>>,
-    TBinaryOutputProtocol<TBufferedWriteTransport<UnixStream>>,
+    TBinaryInputProtocol<TBufferedReadTransport<Chan>>,
+    TBinaryOutputProtocol<TBufferedWriteTransport<Chan>>,
 >;
 
 /// What osqueryd does on the extension's socket.
@@ -271,8 +306,8 @@ impl ExtClient {
         let read = stream.try_clone().expect("clone");
         ExtClient {
             client: ExtensionSyncClient::new(
-                TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
-                TBinaryOutputProtocol::new(TBufferedWriteTransport::new(stream), true),
+                TBinaryInputProtocol::new(TBufferedReadTransport::new(Chan(read)), true),
+                TBinaryOutputProtocol::new(TBufferedWriteTransport::new(Chan(stream)), true),
             ),
         }
     }
