@@ -36,6 +36,39 @@ struct {
 	__type(value, struct syscall_entry);
 } entries SEC(".maps");
 
+/* exclude_* settings: the kinds in force (set by user space before load) and their sets. */
+const volatile __u32 filters = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_uids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, char[COMM_CAP]);
+	__type(value, __u8);
+} filter_comms SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} filter_cgroups SEC(".maps");
+
+/* Processes (by pid) whose executable matched exclude_paths: set at exec, inherited at fork,
+ * removed at exit; seeded from /proc by user space for processes started before the probes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, __u8);
+} muted SEC(".maps");
+
 static __always_inline void stat_inc(__u32 id)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &id);
@@ -88,6 +121,62 @@ static __always_inline int take_entry(__u32 tid, struct syscall_entry *out)
 	*out = *e;
 	bpf_map_delete_elem(&entries, &tid);
 	return 0;
+}
+
+/* The current task's cgroup or one of its ancestors is in exclude_cgroups. */
+static __always_inline int cgroup_excluded(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup *cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+
+	for (int i = 0; i < CGROUP_DEPTH_MAX && cg; i++) {
+		__u64 id = BPF_CORE_READ(cg, kn, id);
+		if (bpf_map_lookup_elem(&filter_cgroups, &id))
+			return 1;
+		struct cgroup_subsys_state *parent = BPF_CORE_READ(cg, self.parent);
+		if (!parent)
+			break;
+		cg = container_of(parent, struct cgroup, self);
+	}
+	return 0;
+}
+
+/*
+ * An exclude_uids, exclude_comms or exclude_cgroups setting matches the current task: its
+ * real uid, its comm, its cgroup or an ancestor of it. One load of a constant when no filter
+ * is set.
+ */
+static __always_inline int excluded_task(void)
+{
+	__u32 f = filters;
+	if (!(f & (EXCLUDE_UID | EXCLUDE_COMM | EXCLUDE_CGROUP)))
+		return 0;
+	if (f & EXCLUDE_UID) {
+		__u32 uid = (__u32)bpf_get_current_uid_gid();
+		if (bpf_map_lookup_elem(&filter_uids, &uid))
+			return 1;
+	}
+	if (f & EXCLUDE_COMM) {
+		char comm[COMM_CAP] = {};
+		bpf_get_current_comm(comm, sizeof(comm));
+		if (bpf_map_lookup_elem(&filter_comms, comm))
+			return 1;
+	}
+	return (f & EXCLUDE_CGROUP) && cgroup_excluded();
+}
+
+/* The current process's executable matched exclude_paths (see `muted`). */
+static __always_inline int muted_current(void)
+{
+	if (!(filters & EXCLUDE_PATH))
+		return 0;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&muted, &pid) != 0;
+}
+
+static __always_inline int excluded_current(void)
+{
+	return excluded_task() || muted_current();
 }
 
 /* Fill the fields every record carries, for the current task. */

@@ -62,7 +62,30 @@ enum stat_id {
 	STAT_PATH_TRUNCATED,
 	STAT_READ_FAILED,
 	STAT_SCRATCH_MISSING, /* per-CPU scratch lookup failed (should never happen) */
+	STAT_EXEC_FILTERED,   /* records not written because an exclude_* setting matched */
+	STAT_FORK_FILTERED,
+	STAT_EXIT_FILTERED,
+	STAT_SOCKET_FILTERED,
+	STAT_MUTED_MAP_FULL,  /* a process matching exclude_paths could not be remembered */
 	STAT_MAX,
+};
+
+/* Which exclude_* settings are in force (the `filters` constant of each object). */
+enum exclude_bits {
+	EXCLUDE_UID = 1 << 0,
+	EXCLUDE_COMM = 1 << 1,
+	EXCLUDE_CGROUP = 1 << 2,
+	EXCLUDE_PATH = 1 << 3,
+};
+
+#define COMM_CAP 16           /* TASK_COMM_LEN */
+#define PATH_PREFIX_CAP 256   /* bytes of a path an exclude_paths prefix is matched against */
+#define CGROUP_DEPTH_MAX 16   /* cgroup ancestors checked against exclude_cgroups */
+
+/* Key of the exclude_paths LPM trie: a prefix of prefixlen bits of data. */
+struct path_prefix_key {
+	__u32 prefixlen;
+	__u8 data[PATH_PREFIX_CAP];
 };
 
 struct event_header {

@@ -29,6 +29,8 @@ struct exec_scratch {
 	char data[2 * ARGV_CAP + PATH_CAP];
 	char path[2 * PATH_CAP];
 	struct path_walk walk;
+	struct path_prefix_key key; /* the executable's path, looked up in filter_paths */
+	char key_pad[PATH_PREFIX_CAP]; /* room for the masked copy length the verifier sees */
 	__u32 argv_off; /* running offset of the failed-exec argv copy */
 	__u32 _pad;
 };
@@ -42,6 +44,15 @@ struct {
 	__type(value, struct exec_scratch);
 } exec_scratch SEC(".maps");
 
+
+/* exclude_paths: prefixes of executable paths, longest match first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct path_prefix_key);
+	__type(value, __u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} filter_paths SEC(".maps");
 
 static __always_inline struct exec_scratch *get_scratch(void)
 {
@@ -126,6 +137,33 @@ static __always_inline __u32 append_path(struct exec_scratch *s, __u32 at, const
 	bpf_probe_read_kernel(&s->data[at & (2 * ARGV_CAP - 1)], len & (PATH_CAP - 1),
 			      &s->path[off & (PATH_CAP - 1)]);
 	return len;
+}
+
+/*
+ * Match the executable path just written at s->data[at] against exclude_paths and mute or
+ * unmute process `pid` accordingly. Returns 1 when it matched.
+ */
+static __always_inline int mute_by_path(struct exec_scratch *s, __u32 at, __u32 pid)
+{
+	__u32 n = s->ev.path_len;
+	if (n)
+		n -= 1; /* the NUL */
+	if (n > PATH_PREFIX_CAP)
+		n = PATH_PREFIX_CAP;
+	s->key.prefixlen = n * 8;
+	asm volatile("" : "+r"(n)); /* keep clang from dropping the mask below */
+	/* the mask is a no-op at run time (n <= PATH_PREFIX_CAP): it bounds the copy for the
+	 * verifier, which may not see the check above on the register clang passes */
+	if (bpf_probe_read_kernel(s->key.data, n & (2 * PATH_PREFIX_CAP - 1),
+				  &s->data[at & (2 * ARGV_CAP - 1)]) == 0 &&
+	    bpf_map_lookup_elem(&filter_paths, &s->key)) {
+		__u8 one = 1;
+		if (bpf_map_update_elem(&muted, &pid, &one, BPF_ANY))
+			stat_inc(STAT_MUTED_MAP_FULL);
+		return 1;
+	}
+	bpf_map_delete_elem(&muted, &pid);
+	return 0;
 }
 
 static __always_inline void submit_exec(struct exec_scratch *s)
@@ -232,6 +270,16 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		entry.arg2 = (__u64)(__s64)AT_FDCWD_VALUE;
 		s->ev.hdr.flags |= FLAG_NO_ENTRY;
 	}
+	if (excluded_task()) {
+		/* not resolving the path: forget any earlier match, so that the process is shown
+		 * rather than hidden if its uid or comm changes */
+		if (filters & EXCLUDE_PATH) {
+			__u32 pid = bpf_get_current_pid_tgid() >> 32;
+			bpf_map_delete_elem(&muted, &pid);
+		}
+		stat_inc(STAT_EXEC_FILTERED);
+		return 0;
+	}
 	fill_header(&s->ev.hdr, EVENT_EXEC, entry.syscall, entry.ts_boot, now);
 	s->ev.hdr.ret = 0;
 	s->ev.path_is_raw = 0;
@@ -260,6 +308,10 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct file *file = BPF_CORE_READ(bprm, file);
 	struct path fpath = BPF_CORE_READ(file, f_path);
 	s->ev.path_len = append_path(s, len, &fpath, FLAG_PATH_TRUNCATED);
+	if ((filters & EXCLUDE_PATH) && mute_by_path(s, len, s->ev.hdr.pid)) {
+		stat_inc(STAT_EXEC_FILTERED);
+		return 0;
+	}
 
 	struct path pwd = BPF_CORE_READ(p, fs, pwd);
 	s->ev.cwd_len = append_path(s, len + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
@@ -279,6 +331,10 @@ static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 	if (ret >= 0)
 		return 0; /* success was reported by sched_process_exec */
+	if (excluded_current()) {
+		stat_inc(STAT_EXEC_FILTERED);
+		return 0;
+	}
 
 	__u64 now = now_boot_ns();
 	struct exec_scratch *s = get_scratch();
@@ -365,6 +421,21 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0; /* a thread, not a process */
 	if (BPF_CORE_READ(child, flags) & PF_KTHREAD_FLAG)
 		return 0;
+	/* a child of a muted process runs the same executable: mute it too */
+	int muted_parent = 0;
+	if (filters & EXCLUDE_PATH) {
+		__u32 pid = bpf_get_current_pid_tgid() >> 32;
+		if (bpf_map_lookup_elem(&muted, &pid)) {
+			__u8 one = 1;
+			muted_parent = 1;
+			if (bpf_map_update_elem(&muted, &child_pid, &one, BPF_ANY))
+				stat_inc(STAT_MUTED_MAP_FULL);
+		}
+	}
+	if (muted_parent || excluded_task()) {
+		stat_inc(STAT_FORK_FILTERED);
+		return 0;
+	}
 
 	struct fork_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -401,6 +472,17 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	/* sched_process_exit fires per thread; the process ends with its last thread. */
 	if (BPF_CORE_READ(p, signal, live.counter) != 0)
 		return 0;
+	int was_muted = 0;
+	if (filters & EXCLUDE_PATH) {
+		__u32 pid = BPF_CORE_READ(p, tgid);
+		was_muted = bpf_map_lookup_elem(&muted, &pid) != 0;
+		if (was_muted)
+			bpf_map_delete_elem(&muted, &pid);
+	}
+	if (was_muted || excluded_task()) {
+		stat_inc(STAT_EXIT_FILTERED);
+		return 0;
+	}
 
 	struct exit_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
@@ -438,3 +520,5 @@ enum event_kind _event_kind = 0;
 enum syscall_id _syscall_id = 0;
 enum event_flags _event_flags = 0;
 enum stat_id _stat_id = 0;
+enum exclude_bits _exclude_bits = 0;
+struct path_prefix_key _path_prefix_key = {};

@@ -94,6 +94,10 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 
 	if (take_entry(tid, &entry))
 		return 0;
+	if (excluded_current()) {
+		stat_inc(STAT_SOCKET_FILTERED);
+		return 0;
+	}
 
 	struct socket_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::filters::Filters;
 use crate::probes::ProbeOptions;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/osquery-ebpf/osquery-ebpf.toml";
@@ -27,6 +28,10 @@ pub struct FileSettings {
     pub queue_size: Option<usize>,
     pub entries_max: Option<u32>,
     pub btf_path: Option<PathBuf>,
+    pub exclude_uids: Option<Vec<u32>>,
+    pub exclude_comms: Option<Vec<String>>,
+    pub exclude_cgroups: Option<Vec<PathBuf>>,
+    pub exclude_paths: Option<Vec<String>>,
 }
 
 /// The same settings as flags and environment variables.
@@ -62,6 +67,40 @@ pub struct SettingsArgs {
     /// BTF file for a kernel without /sys/kernel/btf/vmlinux
     #[arg(long, env = "OSQUERY_EBPF_BTF_PATH", global = true)]
     pub btf_path: Option<PathBuf>,
+    /// Leave out the events of these real uids (comma-separated)
+    #[arg(
+        long,
+        env = "OSQUERY_EBPF_EXCLUDE_UIDS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_uids: Option<Vec<u32>>,
+    /// Leave out the events of processes with these names (comm; comma-separated)
+    #[arg(
+        long,
+        env = "OSQUERY_EBPF_EXCLUDE_COMMS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_comms: Option<Vec<String>>,
+    /// Leave out the events of processes in these cgroups and below (paths under
+    /// /sys/fs/cgroup; comma-separated)
+    #[arg(
+        long,
+        env = "OSQUERY_EBPF_EXCLUDE_CGROUPS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_cgroups: Option<Vec<PathBuf>>,
+    /// Leave out the events of processes whose executable path starts with one of these
+    /// prefixes (comma-separated)
+    #[arg(
+        long,
+        env = "OSQUERY_EBPF_EXCLUDE_PATHS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub exclude_paths: Option<Vec<String>>,
 }
 
 /// The settings in force.
@@ -135,6 +174,28 @@ impl SettingsArgs {
                     .or(file.entries_max)
                     .unwrap_or(defaults.entries_max),
                 btf_path: self.btf_path.clone().or(file.btf_path),
+                filters: Filters {
+                    uids: self
+                        .exclude_uids
+                        .clone()
+                        .or(file.exclude_uids)
+                        .unwrap_or_default(),
+                    comms: self
+                        .exclude_comms
+                        .clone()
+                        .or(file.exclude_comms)
+                        .unwrap_or_default(),
+                    cgroups: self
+                        .exclude_cgroups
+                        .clone()
+                        .or(file.exclude_cgroups)
+                        .unwrap_or_default(),
+                    paths: self
+                        .exclude_paths
+                        .clone()
+                        .or(file.exclude_paths)
+                        .unwrap_or_default(),
+                },
             },
         };
         valid_table_name("process_table", &s.process_table)?;
@@ -194,11 +255,28 @@ mod tests {
             ("ring_buffer_size = 5000\n", "ring_buffer_size"),
             ("process_table = \"drop table;\"\n", "process_table"),
             ("events_max = 0\n", "events_max"),
+            ("exclude_comms = \"sshd\"\n", "exclude_comms"),
+            ("exclude_paths = [\"relative/\"]\n", "exclude_paths"),
+            ("exclude_uids = [-1]\n", "exclude_uids"),
         ] {
             let (_f, args) = with_file(text);
             let err = format!("{:#}", args.resolve().expect_err(text));
             assert!(err.contains(key), "{err} should name {key}");
         }
+    }
+
+    #[test]
+    fn exclude_lists_from_the_file_and_flags() {
+        let (_f, mut args) = with_file(
+            "exclude_comms = [\"sshd\", \"cron\"]\nexclude_paths = [\"/usr/lib/\"]\nexclude_uids = [0]\n",
+        );
+        let s = args.resolve().expect("valid");
+        assert_eq!(s.probes.filters.comms, ["sshd", "cron"]);
+        assert_eq!(s.probes.filters.paths, ["/usr/lib/"]);
+        assert_eq!(s.probes.filters.uids, [0]);
+        args.exclude_uids = Some(vec![]);
+        let s = args.resolve().expect("valid");
+        assert!(s.probes.filters.uids.is_empty());
     }
 
     #[test]

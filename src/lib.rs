@@ -26,6 +26,7 @@ pub mod config;
 pub mod constraints;
 pub mod event;
 pub mod extension;
+pub mod filters;
 pub mod format;
 pub mod logging;
 pub mod pipeline;

@@ -14,6 +14,7 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::event::{decode, Event};
+use crate::filters::{FilterMaps, Filters};
 use crate::process_skel::{types, ProcessSkel, ProcessSkelBuilder};
 use crate::socket_skel::{SocketSkel, SocketSkelBuilder};
 use crate::stats::Counters;
@@ -34,6 +35,8 @@ pub struct ProbeOptions {
     pub entries_max: u32,
     /// A BTF file for kernels without /sys/kernel/btf/vmlinux.
     pub btf_path: Option<PathBuf>,
+    /// Events left out in the kernel.
+    pub filters: Filters,
 }
 
 impl Default for ProbeOptions {
@@ -43,6 +46,7 @@ impl Default for ProbeOptions {
             ring_buffer_bytes: 16 << 20,
             entries_max: 16384,
             btf_path: None,
+            filters: Filters::default(),
         }
     }
 }
@@ -91,7 +95,7 @@ pub fn check_options(opts: &ProbeOptions) -> Result<()> {
     if opts.entries_max == 0 {
         bail!("entries_max: must be positive");
     }
-    Ok(())
+    opts.filters.check()
 }
 
 /// Sums of the per-CPU kernel counters, indexed by `enum stat_id`.
@@ -252,6 +256,17 @@ fn consumer(
         failed,
     } = att;
     let skel = process;
+    let muted = crate::filters::seed_muted(&opts.filters, &skel.maps.muted);
+    if !opts.filters.is_empty() {
+        tracing::info!(
+            muted_processes = muted,
+            "exclude settings in force: uids {:?}, comms {:?}, cgroups {:?}, paths {:?}",
+            opts.filters.uids,
+            opts.filters.comms,
+            opts.filters.cgroups,
+            opts.filters.paths
+        );
+    }
 
     let cb_stop = stop.clone();
     let cb_counters = counters.clone();
@@ -409,8 +424,20 @@ fn load_process<'obj>(
         .context("sizing the syscall entry map")?;
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.argv_max = opts.argv_max;
+        rodata.filters = opts.filters.bits();
     }
-    open.load().map_err(|e| load_error("process", e))
+    let skel = open.load().map_err(|e| load_error("process", e))?;
+    crate::filters::install(
+        &opts.filters,
+        &FilterMaps {
+            uids: &skel.maps.filter_uids,
+            comms: &skel.maps.filter_comms,
+            cgroups: &skel.maps.filter_cgroups,
+            paths: &skel.maps.filter_paths,
+            muted: &skel.maps.muted,
+        },
+    )?;
+    Ok(skel)
 }
 
 /// The socket probes share the process probes' ring buffer, stats and entry maps, so that
@@ -442,5 +469,17 @@ fn load_socket<'obj>(
         .entries
         .reuse_fd(process.maps.entries.as_fd())
         .context("sharing the syscall entry map")?;
+    for (map, shared) in [
+        (&mut open.maps.filter_uids, &process.maps.filter_uids),
+        (&mut open.maps.filter_comms, &process.maps.filter_comms),
+        (&mut open.maps.filter_cgroups, &process.maps.filter_cgroups),
+        (&mut open.maps.muted, &process.maps.muted),
+    ] {
+        map.reuse_fd(shared.as_fd())
+            .context("sharing the filter maps")?;
+    }
+    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+        rodata.filters = opts.filters.bits();
+    }
     open.load().map_err(|e| load_error("socket", e))
 }

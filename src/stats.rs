@@ -128,6 +128,31 @@ pub fn kernel_stat_names() -> Vec<(&'static str, &'static str)> {
             "kernel_scratch_missing",
             "exec records lost: no scratch buffer",
         ),
+        (
+            stat_id::STAT_EXEC_FILTERED,
+            "kernel_exec_filtered",
+            "exec records left out by an exclude_* setting",
+        ),
+        (
+            stat_id::STAT_FORK_FILTERED,
+            "kernel_fork_filtered",
+            "process-creation records left out by an exclude_* setting",
+        ),
+        (
+            stat_id::STAT_EXIT_FILTERED,
+            "kernel_exit_filtered",
+            "process-termination records left out by an exclude_* setting",
+        ),
+        (
+            stat_id::STAT_SOCKET_FILTERED,
+            "kernel_socket_filtered",
+            "socket records left out by an exclude_* setting",
+        ),
+        (
+            stat_id::STAT_MUTED_MAP_FULL,
+            "kernel_muted_map_full",
+            "processes matching exclude_paths that could not be remembered (shown, not left out)",
+        ),
     ];
     debug_assert!(names
         .iter()

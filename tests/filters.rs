@@ -1,0 +1,207 @@
+//! The exclude_* settings, applied in the kernel: excluded events never become rows, the
+//! others still do, and what was left out is counted.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// A cgroup of the test's own under /sys/fs/cgroup, removed on drop.
+struct TestCgroup {
+    outer: PathBuf,
+    inner: PathBuf,
+}
+
+impl TestCgroup {
+    fn create() -> Option<TestCgroup> {
+        let outer = PathBuf::from(format!(
+            "/sys/fs/cgroup/osquery-ebpf-test-{}",
+            std::process::id()
+        ));
+        let inner = outer.join("inner");
+        if !Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+            eprintln!("skipping the cgroup part: no cgroup v2 at /sys/fs/cgroup");
+            return None;
+        }
+        if let Err(e) = std::fs::create_dir_all(&inner) {
+            eprintln!(
+                "skipping the cgroup part: cannot create {}: {e}",
+                inner.display()
+            );
+            return None;
+        }
+        Some(TestCgroup { outer, inner })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.inner);
+        let _ = std::fs::remove_dir(&self.outer);
+    }
+}
+
+fn run(cmd: &mut Command) -> u32 {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let out = child.wait().expect("wait");
+    assert!(out.success(), "{cmd:?}: {out}");
+    pid
+}
+
+#[test]
+fn excluded_events_are_left_out_in_the_kernel_and_counted() {
+    if !require_root() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("osq-ebpf-filters")
+        .tempdir()
+        .expect("tempdir");
+    let root = std::fs::canonicalize(dir.path()).expect("canonical");
+    // exclude_paths: everything under root/excluded/
+    let excluded_dir = root.join("excluded");
+    std::fs::create_dir(&excluded_dir).expect("mkdir");
+    let excluded_workload = excluded_dir.join("workload");
+    std::fs::copy(workload(), &excluded_workload).expect("copy workload");
+    // exclude_comms: a copy of /bin/true whose name is the comm
+    let comm_true = root.join("osqe-excl-comm");
+    std::fs::copy("/bin/true", &comm_true).expect("copy true");
+    let cgroup = TestCgroup::create();
+
+    // A process running an excluded executable before the extension starts: muted from /proc.
+    let mut early = Command::new(&excluded_workload)
+        .args(["sleep", "60"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn early");
+
+    let prefix = format!("{}/", excluded_dir.display());
+    let mut env = vec![
+        ("OSQUERY_EBPF_EXCLUDE_COMMS", "osqe-excl-comm".to_string()),
+        ("OSQUERY_EBPF_EXCLUDE_UIDS", "4242,4343".to_string()),
+        ("OSQUERY_EBPF_EXCLUDE_PATHS", prefix),
+    ];
+    if let Some(cg) = &cgroup {
+        env.push((
+            "OSQUERY_EBPF_EXCLUDE_CGROUPS",
+            cg.outer
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned(),
+        ));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut h = Harness::start(&env);
+    let before = stats(&mut h);
+
+    // Excluded: by comm, by uid, by path (exec, fork, the child's exit, sockets), by cgroup.
+    let by_comm = run(Command::new(&comm_true).arg("comm-marker"));
+    let by_uid = run(Command::new("/bin/true")
+        .arg("uid-marker")
+        .uid(4242)
+        .gid(4242));
+    let by_path = run(Command::new(&excluded_workload).arg("fork"));
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let mut server = Command::new(&excluded_workload)
+        .args(["tcp-server", "127.0.0.1", &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn excluded server");
+    let client = run(Command::new(workload()).args(["tcp-client", "127.0.0.1", &port.to_string()]));
+    assert!(server.wait().expect("server").success());
+    let by_cgroup = cgroup.as_ref().map(|cg| {
+        run(Command::new("/bin/sh").arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec /bin/true cgroup-marker",
+            cg.inner.display()
+        )))
+    });
+    early.kill().expect("kill early");
+    early.wait().expect("wait early");
+
+    // A process nothing excludes: its rows arrive, and records are delivered in order, so
+    // every excluded event above would have arrived before it.
+    let (control, _) = h.exec_true(&["filters-control"]);
+    let rows = h.rows_for_pid(control, |r| find(r, "exit_group").is_some());
+    assert!(
+        find(&rows, "exit_group").is_some(),
+        "control rows: {rows:?}"
+    );
+    let client_rows = h.poll_rows(SOCKET_TABLE, SOCKET_COLUMNS, client, |r| {
+        r.iter().any(|r| r["syscall"] == "connect")
+    });
+    assert!(
+        client_rows.iter().any(|r| r["syscall"] == "connect"),
+        "the client (not excluded) has its connect row: {client_rows:?}"
+    );
+
+    let ctx = context(PROCESS_COLUMNS, &[]);
+    let all = h.client.generate(PROCESS_TABLE, &ctx);
+    for (what, pid) in [
+        ("comm", by_comm),
+        ("uid", by_uid),
+        ("path", by_path),
+        ("pre-existing muted process", early.id()),
+    ] {
+        let leaked: Vec<_> = all.iter().filter(|r| r["pid"] == pid.to_string()).collect();
+        assert!(
+            leaked.is_empty(),
+            "excluded by {what}, yet rows: {leaked:?}"
+        );
+    }
+    // the excluded workload's forked child: no rows either (its exit would name it)
+    let children: Vec<_> = all
+        .iter()
+        .filter(|r| r["parent"] == by_path.to_string())
+        .collect();
+    assert!(
+        children.is_empty(),
+        "child of an excluded process: {children:?}"
+    );
+    for marker in ["comm-marker", "uid-marker", "cgroup-marker"] {
+        assert!(
+            !all.iter().any(|r| r["cmdline"].contains(marker)),
+            "a {marker} row leaked"
+        );
+    }
+    if let Some(pid) = by_cgroup {
+        // sh's own exec happened before it joined the cgroup; nothing after it did
+        let rows: Vec<_> = all.iter().filter(|r| r["pid"] == pid.to_string()).collect();
+        assert!(
+            rows.iter()
+                .all(|r| r["syscall"] == "execve" && r["cmdline"].starts_with("/bin/sh")),
+            "rows after joining an excluded cgroup: {rows:?}"
+        );
+    }
+    let socket_rows = h
+        .client
+        .generate(SOCKET_TABLE, &context(SOCKET_COLUMNS, &[]));
+    let leaked: Vec<_> = socket_rows
+        .iter()
+        .filter(|r| r["pid"] == server.id().to_string())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "excluded server's socket rows: {leaked:?}"
+    );
+
+    // What was left out is counted, per kind.
+    let after = stats(&mut h);
+    let grew = |k: &str| after[k] - before[k];
+    let cgroups = u64::from(by_cgroup.is_some());
+    // execs: comm, uid, the forking workload, the server; exits: those four, the forked
+    // child and the early process; the fork: the excluded workload's
+    assert!(grew("kernel_exec_filtered") >= 4 + cgroups, "{after:?}");
+    assert!(grew("kernel_fork_filtered") >= 1, "{after:?}");
+    assert!(grew("kernel_exit_filtered") >= 6 + cgroups, "{after:?}");
+    assert!(grew("kernel_socket_filtered") >= 3, "{after:?}"); // bind, listen, accept
+    assert_eq!(after["kernel_muted_map_full"], 0);
+}
