@@ -15,8 +15,30 @@ pub const COMM_CAP: usize = 16;
 /// Bytes of an executable path that exclude_paths prefixes are matched against
 /// (`PATH_PREFIX_CAP` in bpf/events.h).
 pub const PATH_PREFIX_CAP: usize = 256;
-/// Where cgroup v2 is mounted; relative exclude_cgroups entries are taken from here.
+/// Where cgroup v2 is mounted on a unified-hierarchy system; relative exclude_cgroups entries
+/// are taken from the cgroup v2 root (see [`cgroup2_root`]).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The cgroup v2 hierarchy's mount point: /sys/fs/cgroup on unified systems, its `unified`
+/// subdirectory on hybrid ones, else wherever /proc/self/mountinfo shows a cgroup2 mount.
+/// `cid` values are ids in this hierarchy on every system (bpf_get_current_cgroup_id()).
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts: Vec<PathBuf> = procfs::process::Process::myself()
+        .and_then(|p| p.mountinfo())
+        .map(|m| {
+            m.into_iter()
+                .filter(|m| m.fs_type == "cgroup2")
+                .map(|m| m.mount_point)
+                .collect()
+        })
+        .unwrap_or_default();
+    for preferred in [CGROUP_ROOT, "/sys/fs/cgroup/unified"] {
+        if let Some(m) = mounts.iter().find(|m| m.as_path() == Path::new(preferred)) {
+            return Some(m.clone());
+        }
+    }
+    mounts.into_iter().next()
+}
 /// Entries each exclude_* set can hold (`max_entries` of the filter maps).
 pub const FILTER_ENTRIES_MAX: usize = 1024;
 
@@ -26,7 +48,7 @@ pub struct Filters {
     pub uids: Vec<u32>,
     /// Process names (comm, at most 15 bytes) whose events are left out.
     pub comms: Vec<String>,
-    /// cgroups (paths under /sys/fs/cgroup, or absolute) whose processes, and those of their
+    /// cgroups (paths relative to the cgroup v2 root, or absolute) whose processes, and those of their
     /// descendants, are left out.
     pub cgroups: Vec<PathBuf>,
     /// Prefixes of executable paths: the events of processes running a matching executable
@@ -105,11 +127,13 @@ pub fn cgroup_id(path: &Path) -> Result<u64> {
     let full = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        Path::new(CGROUP_ROOT).join(path)
+        let root = cgroup2_root()
+            .context("exclude_cgroups: no cgroup v2 hierarchy is mounted on this system")?;
+        root.join(path)
     };
     let meta = std::fs::metadata(&full).with_context(|| {
         format!(
-            "exclude_cgroups: {} is not a cgroup directory (cgroup v2 under {CGROUP_ROOT})",
+            "exclude_cgroups: {} is not a cgroup v2 directory",
             full.display()
         )
     })?;
@@ -302,11 +326,12 @@ mod tests {
 
     #[test]
     fn cgroup_ids_are_directory_inodes() {
-        if !Path::new(CGROUP_ROOT).join("cgroup.procs").exists() {
+        let Some(root) = cgroup2_root() else {
             return; // no cgroup v2 here
-        }
-        let root = std::fs::metadata(CGROUP_ROOT).expect("test").ino();
-        assert_eq!(cgroup_id(Path::new(CGROUP_ROOT)).expect("test"), root);
-        assert_eq!(cgroup_id(Path::new("")).expect("test"), root);
+        };
+        assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+        let ino = std::fs::metadata(&root).expect("test").ino();
+        assert_eq!(cgroup_id(&root).expect("test"), ino);
+        assert_eq!(cgroup_id(Path::new("")).expect("test"), ino);
     }
 }

@@ -24,6 +24,7 @@ skeleton!(socket_skel, "socket.skel.rs");
 
 pub mod config;
 pub mod constraints;
+pub mod containers;
 pub mod event;
 pub mod extension;
 pub mod filters;

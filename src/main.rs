@@ -10,8 +10,8 @@ use osquery_ebpf::config::SettingsArgs;
 use osquery_ebpf::extension::{self, ExitError, EXIT_STARTUP};
 use osquery_ebpf::runtime::Runtime;
 use osquery_ebpf::tables::{
-    create_statement, EventTable, StatsTable, PROCESS_COLUMNS, SOCKET_COLUMNS, STATS_COLUMNS,
-    STATS_TABLE,
+    create_statement, ContainersTable, EventTable, StatsTable, CONTAINERS_COLUMNS,
+    CONTAINERS_TABLE, PROCESS_COLUMNS, SOCKET_COLUMNS, STATS_COLUMNS, STATS_TABLE,
 };
 use osquery_ebpf::{logging, watch};
 
@@ -56,6 +56,7 @@ fn run(cli: Cli) -> Result<(), ExitError> {
                 (settings.process_table.as_str(), PROCESS_COLUMNS),
                 (settings.socket_table.as_str(), SOCKET_COLUMNS),
                 (STATS_TABLE, STATS_COLUMNS),
+                (CONTAINERS_TABLE, CONTAINERS_COLUMNS),
             ] {
                 println!("{}", create_statement(name, columns));
             }
@@ -90,6 +91,9 @@ fn run(cli: Cli) -> Result<(), ExitError> {
                 }),
                 Plugin::readonly_table(StatsTable {
                     runtime: rt.clone(),
+                }),
+                Plugin::readonly_table(ContainersTable {
+                    cgroups: rt.cgroups.clone(),
                 }),
             ];
             let result = extension::serve(&socket, Duration::from_secs(cli.timeout.max(1)), tables);

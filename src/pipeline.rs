@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::containers::Cgroups;
 use crate::event::{Endpoint, Event, ExecEvent, Header, SocketEvent, Syscall, AT_FDCWD};
 use crate::format::{args_lossy, text};
 use crate::procctx::{ProcInfo, ProcessContext};
@@ -247,10 +248,11 @@ fn process_row(ctx: &mut ProcessContext, ev: Event) -> ProcessRow {
     }
 }
 
-/// Where the stage puts rows.
+/// Where the stage puts rows, and the cgroups it has seen.
 pub struct Stores {
     pub process: Arc<Store<ProcessRow>>,
     pub socket: Arc<Store<SocketRow>>,
+    pub cgroups: Arc<Cgroups>,
 }
 
 /// Events taken from the queue at a time.
@@ -282,7 +284,12 @@ pub fn spawn(
                         // Take what is queued as one batch: one clock read and one store
                         // lock per batch, not per event.
                         let (mut procs, mut socks) = (Vec::new(), Vec::new());
+                        let mut cids: Vec<u64> = Vec::new();
                         for ev in std::iter::once(first).chain(rx.try_iter().take(BATCH - 1)) {
+                            let cid = ev.header().cgroup_id;
+                            if !cids.contains(&cid) {
+                                cids.push(cid);
+                            }
                             let row = enrich(&mut ctx, ev);
                             let time = clock.unix_secs(row.ntime());
                             match row {
@@ -291,6 +298,7 @@ pub fn spawn(
                             }
                         }
                         let now = unix_now();
+                        stores.cgroups.observe(&cids, now);
                         stores.process.push_batch(procs, now);
                         stores.socket.push_batch(socks, now);
                     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::config::Settings;
+use crate::containers::Cgroups;
 use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
 use crate::probes::{self, KernelStats, Probes};
 use crate::procctx::ProcessContext;
@@ -18,6 +19,7 @@ use crate::store::Store;
 pub struct Runtime {
     pub process_store: Arc<Store<ProcessRow>>,
     pub socket_store: Arc<Store<SocketRow>>,
+    pub cgroups: Arc<Cgroups>,
     pub counters: Arc<Counters>,
     probes: Mutex<Probes>,
     kernel_stats: KernelStats,
@@ -95,14 +97,17 @@ impl Runtime {
         let stores = Stores {
             process: Arc::new(Store::new(settings.events_max, settings.events_expiry)),
             socket: Arc::new(Store::new(settings.events_max, settings.events_expiry)),
+            cgroups: Arc::new(Cgroups::new()),
         };
         let (process_store, socket_store) = (stores.process.clone(), stores.socket.clone());
+        let cgroups = stores.cgroups.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let t = pipeline::spawn(rx, ctx, stores, stop.clone(), proc_root)
             .context("spawning the pipeline thread")?;
         Ok(Runtime {
             process_store,
             socket_store,
+            cgroups,
             counters,
             kernel_stats: probes.kernel_stats.clone(),
             attached: probes.attached.len(),

@@ -8,6 +8,7 @@ use osquery_rust_ng::plugin::{ColumnDef, ColumnOptions, ColumnType, ReadOnlyTabl
 use osquery_rust_ng::{ExtensionPluginRequest, ExtensionResponse, ExtensionStatus};
 
 use crate::constraints::{parse_context, Query};
+use crate::containers::{CgroupInfo, Cgroups};
 use crate::format::{cmdline, json_cmdline};
 use crate::pipeline::{endpoint_text, unix_now, ProcessRow, RowBase, SocketRow};
 use crate::store::{Entry, Store};
@@ -283,6 +284,55 @@ impl ReadOnlyTable for StatsTable {
                     ])
                 })
                 .collect()
+        })
+    }
+
+    fn shutdown(&self) {}
+}
+
+/// `bpf_process_containers_v2`: the cgroups behind the events' `cid`, and the containers they
+/// name.
+pub const CONTAINERS_TABLE: &str = "bpf_process_containers_v2";
+pub const CONTAINERS_COLUMNS: &[Column] = &[
+    ("cid", Type::BigInt, 0),
+    ("cgroup_path", Type::Text, 0),
+    ("container_id", Type::Text, 0),
+    ("container_runtime", Type::Text, 0),
+    ("pod_uid", Type::Text, 0),
+    ("first_seen", Type::BigInt, 0),
+    ("last_seen", Type::BigInt, 0),
+];
+
+/// The cells of one `bpf_process_containers_v2` row.
+pub fn container_cells(info: &CgroupInfo) -> BTreeMap<String, String> {
+    let c = info.container.clone().unwrap_or_default();
+    BTreeMap::from([
+        ("cid".to_string(), info.id.to_string()),
+        ("cgroup_path".to_string(), info.path.clone()),
+        ("container_id".to_string(), c.id),
+        ("container_runtime".to_string(), c.runtime.to_string()),
+        ("pod_uid".to_string(), c.pod_uid),
+        ("first_seen".to_string(), info.first_seen.to_string()),
+        ("last_seen".to_string(), info.last_seen.to_string()),
+    ])
+}
+
+pub struct ContainersTable {
+    pub cgroups: Arc<Cgroups>,
+}
+
+impl ReadOnlyTable for ContainersTable {
+    fn name(&self) -> String {
+        CONTAINERS_TABLE.to_string()
+    }
+
+    fn columns(&self) -> Vec<ColumnDef> {
+        column_defs(CONTAINERS_COLUMNS)
+    }
+
+    fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
+        guarded_generate(CONTAINERS_TABLE, &req, |_| {
+            self.cgroups.all().iter().map(container_cells).collect()
         })
     }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::constraints::Query;
+use crate::containers::Cgroups;
 use crate::pipeline::unix_now;
 use crate::runtime::{Runtime, Stat};
 use crate::store::Store;
@@ -71,6 +72,7 @@ fn print_new<R: TableRow>(
     out: &mut impl Write,
     table: &str,
     store: &Store<R>,
+    cgroups: &Cgroups,
     last_eid: &mut u64,
     json: bool,
 ) -> std::io::Result<()> {
@@ -79,6 +81,11 @@ fn print_new<R: TableRow>(
     for e in store.select(unix_now(), |e| e.eid > seen) {
         *last_eid = e.eid;
         let cells = cells(&e, &all);
+        // the cgroup and container behind cid, as bpf_process_containers_v2 gives them
+        let cgroup = cells
+            .get("cid")
+            .and_then(|c| c.parse().ok())
+            .and_then(|cid| cgroups.get(cid));
         let line = if json {
             let mut obj = serde_json::Map::new();
             obj.insert("table".into(), table.into());
@@ -87,9 +94,20 @@ fn print_new<R: TableRow>(
                     obj.insert((*name).into(), v.clone().into());
                 }
             }
+            if let Some(cg) = &cgroup {
+                obj.insert("cgroup_path".into(), cg.path.clone().into());
+                if let Some(c) = &cg.container {
+                    obj.insert("container_runtime".into(), c.runtime.into());
+                    obj.insert("container_id".into(), c.id.clone().into());
+                }
+            }
             serde_json::Value::Object(obj).to_string()
         } else {
-            readable(table, &cells)
+            let mut line = readable(table, &cells);
+            if let Some(c) = cgroup.and_then(|cg| cg.container) {
+                line.push_str(&format!(" container={}:{:.12}", c.runtime, c.id));
+            }
+            line
         };
         writeln!(out, "{line}")?;
     }
@@ -124,6 +142,7 @@ pub fn run(rt: Arc<Runtime>, tables: (&str, &str), args: &WatchArgs) -> Result<(
             &mut lock,
             tables.0,
             &rt.process_store,
+            &rt.cgroups,
             &mut last_process,
             json,
         )
@@ -132,6 +151,7 @@ pub fn run(rt: Arc<Runtime>, tables: (&str, &str), args: &WatchArgs) -> Result<(
                 &mut lock,
                 tables.1,
                 &rt.socket_store,
+                &rt.cgroups,
                 &mut last_socket,
                 json,
             )

@@ -614,3 +614,35 @@ pub fn find<'a>(rows: &'a [Row], syscall: &str) -> Option<&'a Row> {
 pub fn syscalls(rows: &[Row]) -> HashSet<String> {
     rows.iter().map(|r| r["syscall"].clone()).collect()
 }
+
+/// A cgroup of the test's own (and one inside it) in the cgroup v2 hierarchy, removed on drop.
+pub struct TestCgroup {
+    pub outer: PathBuf,
+    pub inner: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn create(inner_name: &str) -> Option<TestCgroup> {
+        let Some(root) = osquery_ebpf::filters::cgroup2_root() else {
+            eprintln!("skipping the cgroup part: no cgroup v2 hierarchy is mounted");
+            return None;
+        };
+        let outer = root.join(format!("osquery-ebpf-test-{}", std::process::id()));
+        let inner = outer.join(inner_name);
+        if let Err(e) = std::fs::create_dir_all(&inner) {
+            eprintln!(
+                "skipping the cgroup part: cannot create {}: {e}",
+                inner.display()
+            );
+            return None;
+        }
+        Some(TestCgroup { outer, inner })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.inner);
+        let _ = std::fs::remove_dir(&self.outer);
+    }
+}

@@ -1,0 +1,205 @@
+//! Container attribution: a process placed in a container-named cgroup and in new pid, net
+//! and mount namespaces (unshare) gets host ids in its rows, and its `cid` maps to the cgroup
+//! path and container id in `bpf_process_containers_v2` and in `watch`.
+
+mod common;
+
+use std::io::BufRead;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONTAINERS_TABLE: &str = "bpf_process_containers_v2";
+const CONTAINERS_COLUMNS: &[&str] = &[
+    "cid",
+    "cgroup_path",
+    "container_id",
+    "container_runtime",
+    "pod_uid",
+    "first_seen",
+    "last_seen",
+];
+
+/// A made-up container id: 64 hex digits.
+fn container_id(salt: u64) -> String {
+    let seed = (u64::from(std::process::id()) + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("{seed:016x}").repeat(4)
+}
+
+/// `sh` moves itself into `cgroup`, then runs `/bin/true MARKER` as pid 1 of new pid, net and
+/// mount namespaces. Returns the pid of the unshare process (the marker's parent).
+fn run_contained(cgroup: &std::path::Path, marker: &str) -> u32 {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "echo 0 > {}/cgroup.procs && exec unshare --pid --net --mount --fork /bin/true {marker}",
+            cgroup.display()
+        ))
+        .spawn()
+        .expect("spawn sh");
+    let pid = child.id();
+    let st = child.wait().expect("wait");
+    assert!(st.success(), "contained workload: {st}");
+    pid
+}
+
+#[test]
+fn container_rows_map_cid_to_cgroup_and_container() {
+    if !require_root() {
+        return;
+    }
+    let id = container_id(1);
+    let Some(cg) = TestCgroup::create(&format!("docker-{id}.scope")) else {
+        return;
+    };
+    let cid = std::fs::metadata(&cg.inner).expect("stat cgroup").ino();
+    let root = osquery_ebpf::filters::cgroup2_root().expect("cgroup2 root");
+    let rel = format!(
+        "/{}",
+        cg.inner
+            .strip_prefix(&root)
+            .expect("under the root")
+            .display()
+    );
+
+    let mut h = Harness::start(&[]);
+    let unshare = run_contained(&cg.inner, "container-marker");
+
+    // The exec row: host pid, the unshare process as parent, the container's cgroup.
+    let ctx = context(PROCESS_COLUMNS, &[]);
+    let start = Instant::now();
+    let row = loop {
+        let rows = h.client.generate(PROCESS_TABLE, &ctx);
+        if let Some(r) = rows
+            .into_iter()
+            .find(|r| r["cmdline"] == "/bin/true container-marker" && r["syscall"] == "execve")
+        {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no container-marker row"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(row["parent"], unshare.to_string(), "{row:?}");
+    assert_ne!(row["pid"], "1", "pids are host pids, not the namespace's");
+    assert_eq!(row["cid"], cid.to_string(), "{row:?}");
+    assert_eq!(
+        row["path"],
+        std::fs::canonicalize("/bin/true")
+            .unwrap()
+            .to_string_lossy()
+    );
+    // the unshare process's own fork is in the same cgroup
+    let forks = h.rows_for_pid(unshare, |r| {
+        find(r, "clone").is_some() || find(r, "fork").is_some()
+    });
+    assert!(
+        forks
+            .iter()
+            .any(|r| r["cid"] == cid.to_string() && r["exit_code"] == row["pid"]),
+        "unshare's fork row: {forks:?}"
+    );
+
+    // The mapping table.
+    let rows = h
+        .client
+        .generate(CONTAINERS_TABLE, &context(CONTAINERS_COLUMNS, &[]));
+    let mapping = rows
+        .iter()
+        .find(|r| r["cid"] == cid.to_string())
+        .unwrap_or_else(|| panic!("no row for cid {cid}: {rows:?}"));
+    assert_eq!(mapping["cgroup_path"], rel);
+    assert_eq!(mapping["container_id"], id);
+    assert_eq!(mapping["container_runtime"], "docker");
+    assert_eq!(mapping["pod_uid"], "");
+    let (first, last): (u64, u64) = (
+        mapping["first_seen"].parse().expect("first_seen"),
+        mapping["last_seen"].parse().expect("last_seen"),
+    );
+    assert!(
+        first <= last && last.abs_diff(unix_now()) < 60,
+        "{mapping:?}"
+    );
+    // processes outside any container map to their cgroup with no container
+    let (_, own) = h.exec_true(&["not-contained"]);
+    let rows = h
+        .client
+        .generate(CONTAINERS_TABLE, &context(CONTAINERS_COLUMNS, &[]));
+    let plain = rows
+        .iter()
+        .find(|r| r["cid"] == own["cid"])
+        .expect("the test's own cgroup");
+    assert_eq!(plain["container_id"], "");
+    assert!(plain["cgroup_path"].starts_with('/'), "{plain:?}");
+}
+
+#[test]
+fn watch_names_the_container() {
+    if !require_root() {
+        return;
+    }
+    let id = container_id(2);
+    let Some(cg) = TestCgroup::create(&format!("libpod-{id}.scope")) else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        .args(["watch", "--json", "--stats-every", "0"])
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("watch");
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // wait until watch shows rows
+    let start = Instant::now();
+    'ready: loop {
+        let _ = Command::new("/bin/true").arg("watch-ready").status();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            if line.contains("watch-ready") {
+                break 'ready;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "watch never showed a row"
+        );
+    }
+    run_contained(&cg.inner, "watch-container-marker");
+    let start = Instant::now();
+    let row = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("watch output");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
+        if v["cmdline"] == "/bin/true watch-container-marker" && v["syscall"] == "execve" {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no marker row");
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    assert!(child.wait().expect("wait watch").success());
+    assert_eq!(row["container_runtime"], "podman", "{row}");
+    assert_eq!(row["container_id"], id.as_str(), "{row}");
+    assert!(
+        row["cgroup_path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!("/libpod-{id}.scope"))),
+        "{row}"
+    );
+}
