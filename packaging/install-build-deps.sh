@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing osquery-ebpf needs on Debian/Ubuntu, when it is missing:
 # clang (compiles the BPF probes), libelf-dev and zlib1g-dev (static archives for libbpf),
-# pkg-config, make, iproute2 (network-namespace tests). Needs root for apt-get.
+# pkg-config, make, iproute2 (network-namespace tests), and any packages named as arguments.
+# Needs root for apt-get.
 set -euo pipefail
 
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in clang llvm libelf-dev zlib1g-dev pkg-config make gcc iproute2; do
+for pkg in clang llvm libelf-dev zlib1g-dev pkg-config make gcc iproute2 "$@"; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 

@@ -17,10 +17,12 @@ cargo test -- --test-threads "${TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
-# The Debian package: built with cargo-deb and checked against osquery's autoload rules.
+# The packages: .deb (cargo-deb) and .rpm (cargo-generate-rpm), each checked against
+# osquery's autoload rules.
 if [ "$status" -eq 0 ]; then
   bash packaging/build-packages.sh
   bash packaging/check-package.sh target/debian/osquery-ebpf_*.deb
+  bash packaging/check-package.sh target/generate-rpm/osquery-ebpf-*.rpm
 fi
 
 # One closing line for the whole run: every cargo test binary's counts added up.

@@ -12,6 +12,7 @@ use osquery_rust_ng::plugin::Plugin;
 use osquery_rust_ng::Server;
 
 use crate::logging::{self, ServerFailure};
+use crate::probes::StartupKind;
 
 pub const EXTENSION_NAME: &str = "osquery-ebpf";
 
@@ -20,6 +21,11 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_STARTUP: i32 = 1;
 pub const EXIT_REFUSED: i32 = 2;
 pub const EXIT_NO_OSQUERY: i32 = 3;
+/// Start-up failures of the probes, one status each (see [`crate::probes::StartupKind`]).
+pub const EXIT_PRIVILEGES: i32 = 4;
+pub const EXIT_NO_BTF: i32 = 5;
+pub const EXIT_NO_TRACEFS: i32 = 6;
+pub const EXIT_PROBES: i32 = 7;
 
 #[derive(Debug)]
 pub struct ExitError {
@@ -35,7 +41,17 @@ impl ExitError {
 
 impl<E: Into<anyhow::Error>> From<E> for ExitError {
     fn from(e: E) -> Self {
-        ExitError::new(EXIT_STARTUP, e.into())
+        let error = e.into();
+        let code = error
+            .chain()
+            .find_map(|c| c.downcast_ref::<StartupKind>())
+            .map_or(EXIT_STARTUP, |k| match k {
+                StartupKind::Privileges => EXIT_PRIVILEGES,
+                StartupKind::NoBtf => EXIT_NO_BTF,
+                StartupKind::NoTracefs => EXIT_NO_TRACEFS,
+                StartupKind::Probes => EXIT_PROBES,
+            });
+        ExitError::new(code, error)
     }
 }
 

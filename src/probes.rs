@@ -19,6 +19,37 @@ use crate::process_skel::{types, ProcessSkel, ProcessSkelBuilder};
 use crate::socket_skel::{SocketSkel, SocketSkelBuilder};
 use crate::stats::Counters;
 
+/// Why the probes could not start; each has its own exit status (see `extension::EXIT_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartupKind {
+    /// Not root, and without CAP_BPF and CAP_PERFMON.
+    Privileges,
+    /// No kernel BTF, or the btf_path file is unusable.
+    NoBtf,
+    /// tracefs is not mounted and could not be mounted.
+    NoTracefs,
+    /// The kernel refused the process probes (or none of them attached).
+    Probes,
+}
+
+impl std::fmt::Display for StartupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StartupKind::Privileges => "insufficient privileges",
+            StartupKind::NoBtf => "no kernel BTF",
+            StartupKind::NoTracefs => "no tracefs",
+            StartupKind::Probes => "probes not loaded",
+        })
+    }
+}
+
+impl std::error::Error for StartupKind {}
+
+/// An error of kind `kind` with `msg` as its message.
+fn startup_error(kind: StartupKind, msg: String) -> anyhow::Error {
+    anyhow::Error::new(kind).context(msg)
+}
+
 /// How often the consumer collects records when the probes did not wake it.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -75,10 +106,15 @@ fn ensure_tracefs() -> Result<()> {
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .context(
-        "tracefs is not mounted and mounting it at /sys/kernel/tracing failed; \
-         mount it with `mount -t tracefs tracefs /sys/kernel/tracing`",
-    )
+    .map_err(|e| {
+        startup_error(
+            StartupKind::NoTracefs,
+            format!(
+                "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({e}); \
+                 mount it with `mount -t tracefs tracefs /sys/kernel/tracing`"
+            ),
+        )
+    })
 }
 
 pub fn check_options(opts: &ProbeOptions) -> Result<()> {
@@ -172,10 +208,12 @@ fn check_privileges() -> Result<()> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
-    bail!(
+    Err(startup_error(
+        StartupKind::Privileges,
         "osquery-ebpf needs root (or CAP_BPF and CAP_PERFMON) to load its BPF programs; \
          run it as root, as osqueryd does"
-    )
+            .into(),
+    ))
 }
 
 pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) -> Result<Probes> {
@@ -235,7 +273,10 @@ fn consumer(
     };
     attach_each(process.object(), &mut att);
     if att.attached.is_empty() {
-        let _ = ready.send(Err(anyhow::anyhow!("no process probe could be attached")));
+        let _ = ready.send(Err(startup_error(
+            StartupKind::Probes,
+            format!("no process probe could be attached: {:?}", att.failed),
+        )));
         return;
     }
     // A socket object that does not load leaves the process table working.
@@ -381,22 +422,51 @@ fn load_error(what: &str, e: libbpf_rs::Error) -> anyhow::Error {
     } else {
         " (loading BPF programs needs root, or CAP_BPF and CAP_PERFMON)"
     };
-    anyhow::anyhow!("loading the {what} probes into the kernel failed{hint}: {e}")
+    startup_error(
+        StartupKind::Probes,
+        format!("loading the {what} probes into the kernel failed{hint}: {e}"),
+    )
+}
+
+/// A btf_path file must be raw BTF (as in /sys/kernel/btf/vmlinux or from BTFHub) or an ELF
+/// file with a .BTF section (a vmlinux image), as libbpf accepts.
+fn check_btf_file(btf: &Path) -> Result<()> {
+    let mut magic = [0u8; 4];
+    let read =
+        std::fs::File::open(btf).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    if let Err(e) = read {
+        return Err(startup_error(
+            StartupKind::NoBtf,
+            format!("btf_path: cannot read the BTF file {}: {e}", btf.display()),
+        ));
+    }
+    let raw_btf = magic[..2] == 0xeb9f_u16.to_le_bytes() || magic[..2] == 0xeb9f_u16.to_be_bytes();
+    if !raw_btf && magic != *b"\x7fELF" {
+        return Err(startup_error(
+            StartupKind::NoBtf,
+            format!(
+                "btf_path: {} is neither a BTF file nor an ELF image with BTF",
+                btf.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn object_builder(opts: &ProbeOptions) -> Result<libbpf_rs::ObjectBuilder> {
     let mut builder = libbpf_rs::ObjectBuilder::default();
     if let Some(btf) = &opts.btf_path {
-        std::fs::File::open(btf)
-            .with_context(|| format!("btf_path: cannot read the BTF file {}", btf.display()))?;
+        check_btf_file(btf)?;
         builder
             .btf_custom_path(btf)
             .with_context(|| format!("using BTF file {}", btf.display()))?;
     } else if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        bail!(
+        return Err(startup_error(
+            StartupKind::NoBtf,
             "this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); \
              pass a BTF file for it with --btf-path (see the README)"
-        );
+                .into(),
+        ));
     }
     Ok(builder)
 }
