@@ -64,6 +64,48 @@ static __always_inline struct exec_scratch *get_scratch(void)
 }
 
 /*
+ * One step of the path walk: prepend one name, or cross one mount point. Returns 1 when the
+ * walk is over. A function of its own (not inlined) so that the loop around it is a plain
+ * counted loop: kernels before 6.3 reject a loop whose back edge is a fall-through, which
+ * clang produces when a loop body has a `continue` path.
+ */
+static __noinline int walk_step(struct exec_scratch *s, __u32 trunc_flag)
+{
+	struct path_walk *w = &s->walk;
+	char *buf = s->path;
+	struct dentry *dentry = w->dentry;
+	struct mount *mnt = w->mnt;
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+
+	if (dentry == mnt_root || dentry == parent) {
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (dentry != mnt_root || mnt == mnt_parent || !mnt_parent) {
+			w->done = 1;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		return 0;
+	}
+	__u32 len = BPF_CORE_READ(dentry, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+	__u32 off = w->off;
+	if (len + 2 > off) {
+		s->ev.hdr.flags |= trunc_flag;
+		w->done = 1;
+		return 1;
+	}
+	off -= len + 1;
+	w->off = off;
+	buf[off & (PATH_CAP - 1)] = '/';
+	if (bpf_probe_read_kernel(&buf[(off + 1) & (PATH_CAP - 1)], len & (PATH_CAP - 1), name))
+		s->ev.hdr.flags |= FLAG_READ_FAILED;
+	w->dentry = parent;
+	return 0;
+}
+
+/*
  * Resolve `path` into s->path (2 * PATH_CAP bytes) from the end backwards. Returns the offset
  * of the first byte; the NUL-terminated path occupies s->path[off .. PATH_CAP - 1].
  *
@@ -83,36 +125,8 @@ static __always_inline __u32 resolve_path(struct exec_scratch *s, const struct p
 	w->done = 0;
 	buf[PATH_CAP - 1] = 0;
 	for (int i = 0; i < PATH_MAX_COMPONENTS; i++) {
-		struct dentry *dentry = w->dentry;
-		struct mount *mnt = w->mnt;
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-
-		if (dentry == mnt_root || dentry == parent) {
-			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-			if (dentry != mnt_root || mnt == mnt_parent || !mnt_parent) {
-				w->done = 1;
-				break;
-			}
-			w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-			w->mnt = mnt_parent;
-			continue;
-		}
-		__u32 len = BPF_CORE_READ(dentry, d_name.len);
-		const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
-		__u32 off = w->off;
-		if (len + 2 > off) {
-			s->ev.hdr.flags |= trunc_flag;
-			w->done = 1;
+		if (walk_step(s, trunc_flag))
 			break;
-		}
-		off -= len + 1;
-		w->off = off;
-		buf[off & (PATH_CAP - 1)] = '/';
-		if (bpf_probe_read_kernel(&buf[(off + 1) & (PATH_CAP - 1)], len & (PATH_CAP - 1),
-					  name))
-			s->ev.hdr.flags |= FLAG_READ_FAILED;
-		w->dentry = parent;
 	}
 	if (!w->done)
 		s->ev.hdr.flags |= trunc_flag;

@@ -23,6 +23,11 @@ if [ "$status" -eq 0 ]; then
   bash packaging/build-packages.sh
   bash packaging/check-package.sh target/debian/osquery-ebpf_*.deb
   bash packaging/check-package.sh target/generate-rpm/osquery-ebpf-*.rpm
+  # The kernel matrix: the packaged (release) binary on Debian kernels 5.10, 6.1, 6.12 and 7.3
+  # under qemu. KERNEL_MATRIX=0 skips it (e.g. for a quick local run).
+  if [ "${KERNEL_MATRIX:-1}" != 0 ]; then
+    EBPF=target/release/osquery-ebpf bash tests/kernels/run-matrix.sh || status=1
+  fi
 fi
 
 # One closing line for the whole run: every cargo test binary's counts added up.

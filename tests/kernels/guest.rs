@@ -1,0 +1,297 @@
+//! The in-guest test of the kernel matrix (tests/kernels/run-matrix.sh): runs inside a qemu
+//! guest booted on one Debian kernel, as /init's last step. It starts the real extension in
+//! `watch --json` mode (the same rows osquery gets), runs a workload with known answers
+//! (exec, failed exec, fork, exit status, TCP connect/accept/bind/listen over IPv4 and IPv6),
+//! checks every expected row arrived with the right values and that nothing was lost, prints
+//! the verdict on the console and hands it to the host through the isa-debug-exit port.
+//!
+//! Usage: guest EBPF WORKLOAD [EXTRA EXTENSION ARGS...]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// qemu's isa-debug-exit device (`-device isa-debug-exit,iobase=0xf4`): writing V makes qemu
+/// exit with status (V << 1) | 1.
+const DEBUG_EXIT_PORT: u64 = 0xf4;
+
+fn verdict(ok: bool) -> ! {
+    println!("GUEST RESULT: {}", if ok { "PASS" } else { "FAIL" });
+    let _ = std::io::stdout().flush();
+    let byte = [if ok { 0u8 } else { 1u8 }];
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/port") {
+        use std::os::unix::fs::FileExt;
+        let _ = f.write_at(&byte, DEBUG_EXIT_PORT);
+    }
+    // not under qemu (or no /dev/port): the exit status tells
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// Run the workload to completion; returns its pid and the facts it printed.
+fn workload(bin: &str, args: &[&str]) -> (u32, Value) {
+    let child = Command::new(bin)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn workload");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait workload");
+    let facts = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .last()
+        .unwrap_or(Value::Null);
+    (pid, facts)
+}
+
+struct Rows {
+    rx: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl Rows {
+    /// Wait until a row matching `pred` arrives.
+    fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        if let Some(r) = self.seen.iter().find(|r| pred(r)) {
+            return Some(r.clone());
+        }
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(r) = self.rx.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(r.clone());
+                if pred(&r) {
+                    return Some(r);
+                }
+            }
+        }
+        println!("MISSING: {what}");
+        None
+    }
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str().unwrap_or_default().to_string()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(ebpf), Some(work)) = (args.first(), args.get(1)) else {
+        eprintln!("usage: guest EBPF WORKLOAD [EXTENSION ARGS...]");
+        verdict(false);
+    };
+    let extra = &args[2..];
+    println!(
+        "guest: kernel {}",
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    let mut ext = Command::new(ebpf)
+        .args(["watch", "--json", "--stats-every", "0"])
+        .args(extra)
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the extension");
+    let (tx, rx) = mpsc::channel();
+    let out = ext.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let (etx, erx) = mpsc::channel();
+    let err = ext.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            println!("ext: {line}");
+            let _ = etx.send(line);
+        }
+    });
+    let mut rows = Rows {
+        rx,
+        seen: Vec::new(),
+    };
+    let slow = Duration::from_secs(90); // software emulation is slow
+
+    // ready when a row of ours shows
+    let start = Instant::now();
+    let ready = loop {
+        let (pid, _) = workload(work, &["exit", "0"]);
+        let found = rows.wait("readiness", Duration::from_secs(2), |r| {
+            s(r, "pid") == pid.to_string() && s(r, "syscall") == "execve"
+        });
+        if found.is_some() {
+            break true;
+        }
+        if start.elapsed() > Duration::from_secs(180) || ext.try_wait().ok().flatten().is_some() {
+            break false;
+        }
+    };
+    if !ready {
+        println!("FAIL: the extension never produced a row");
+        verdict(false);
+    }
+    let mut ok = true;
+    let mut check = |cond: bool, what: String| {
+        println!("{} {what}", if cond { "ok  " } else { "FAIL" });
+        ok &= cond;
+    };
+
+    // exec with arguments, exit status 3
+    let (p, _) = workload(work, &["exit", "3"]);
+    let exec = rows.wait("execve of exit 3", slow, |r| {
+        s(r, "pid") == p.to_string() && s(r, "syscall") == "execve"
+    });
+    check(
+        exec.as_ref().is_some_and(|r| {
+            s(r, "path") == *work
+                && s(r, "cmdline") == format!("{work} exit 3")
+                && s(r, "exit_code") == "0"
+        }),
+        format!("execve row: {exec:?}"),
+    );
+    let exit = rows.wait("exit of exit 3", slow, |r| {
+        s(r, "pid") == p.to_string() && s(r, "syscall") == "exit_group"
+    });
+    check(
+        exit.as_ref().is_some_and(|r| s(r, "exit_code") == "3"),
+        format!("exit_group row with status 3: {exit:?}"),
+    );
+
+    // failed exec
+    let (p, _) = workload(work, &["exec-fail", "/nonexistent/binary"]);
+    let failed = rows.wait("failed execve", slow, |r| {
+        s(r, "pid") == p.to_string() && s(r, "syscall") == "execve" && s(r, "exit_code") != "0"
+    });
+    check(
+        failed
+            .as_ref()
+            .is_some_and(|r| s(r, "exit_code") == "-2" && s(r, "path") == "/nonexistent/binary"),
+        format!("failed execve row (ENOENT): {failed:?}"),
+    );
+
+    // fork (the fork syscall) and the child's exit
+    let (p, facts) = workload(work, &["fork"]);
+    let child = facts["child"].as_u64().unwrap_or(0).to_string();
+    let fork = rows.wait("fork", slow, |r| {
+        s(r, "pid") == p.to_string() && s(r, "syscall") == "fork"
+    });
+    check(
+        fork.as_ref().is_some_and(|r| s(r, "exit_code") == child),
+        format!("fork row naming child {child}: {fork:?}"),
+    );
+    let cexit = rows.wait("child exit", slow, |r| {
+        s(r, "pid") == child && s(r, "syscall") == "exit_group"
+    });
+    check(
+        cexit
+            .as_ref()
+            .is_some_and(|r| s(r, "parent") == p.to_string()),
+        format!("child's exit row with its parent: {cexit:?}"),
+    );
+
+    // TCP over IPv4 and IPv6 on loopback
+    for (n, (addr, shown)) in [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")]
+        .into_iter()
+        .enumerate()
+    {
+        let port = (41000 + n).to_string();
+        let server = Command::new(work)
+            .args(["tcp-server", addr, &port])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn server");
+        let sp = server.id().to_string();
+        let (cp, cfacts) = workload(work, &["tcp-client", addr, &port]);
+        let _ = server.wait_with_output();
+        let cport = cfacts["local_port"].as_u64().unwrap_or(0).to_string();
+        for call in ["bind", "listen", "accept4"] {
+            let r = rows.wait(call, slow, |r| s(r, "pid") == sp && s(r, "syscall") == call);
+            let want_port = if call == "accept4" {
+                cport.clone()
+            } else {
+                String::new()
+            };
+            check(
+                r.as_ref().is_some_and(|r| {
+                    s(r, "local_address") == shown
+                        && s(r, "local_port") == port
+                        && s(r, "exit_code").parse::<i64>().is_ok_and(|c| c >= 0)
+                        && (want_port.is_empty()
+                            || (s(r, "remote_port") == want_port
+                                && s(r, "remote_address") == shown))
+                }),
+                format!("{call} on {shown}: {r:?}"),
+            );
+        }
+        // (the client retries until the server listens: earlier attempts are refused rows)
+        let c = rows.wait("connect", slow, |r| {
+            s(r, "pid") == cp.to_string()
+                && s(r, "syscall") == "connect"
+                && s(r, "exit_code") == "0"
+        });
+        check(
+            c.as_ref().is_some_and(|r| {
+                s(r, "remote_address") == shown
+                    && s(r, "remote_port") == port
+                    && s(r, "local_port") == cport
+            }),
+            format!("connect on {shown}: {c:?}"),
+        );
+    }
+
+    // stop the extension; its last stats line: nothing lost
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ext.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = ext.wait().expect("wait extension");
+    check(status.success(), format!("extension exit: {status}"));
+    let stats: BTreeMap<String, u64> = erx
+        .try_iter()
+        .filter_map(|l| l.split_once("stats: ").map(|(_, s)| s.to_string()))
+        .last()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect();
+    let lost: u64 = [
+        "kernel_exec_dropped",
+        "kernel_fork_dropped",
+        "kernel_exit_dropped",
+        "kernel_socket_dropped",
+        "queue_dropped",
+        "decode_errors",
+    ]
+    .iter()
+    .map(|k| stats.get(*k).copied().unwrap_or(0))
+    .sum();
+    check(
+        !stats.is_empty() && lost == 0,
+        format!("nothing lost: {lost}"),
+    );
+    check(
+        stats.get("probes_failed") == Some(&0),
+        format!(
+            "every probe attached: probes_failed={:?}",
+            stats.get("probes_failed")
+        ),
+    );
+    verdict(ok);
+}
