@@ -42,8 +42,8 @@ fn workload(bin: &str, args: &[&str]) -> (u32, Value) {
     let out = child.wait_with_output().expect("wait workload");
     let facts = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or(Value::Null);
     (pid, facts)
 }
