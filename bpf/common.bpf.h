@@ -20,6 +20,19 @@ struct {
 	__uint(max_entries, 16 * 1024 * 1024);
 } events SEC(".maps");
 
+/*
+ * The perf-buffer transport, for kernels without the BPF ring buffer (before 5.8). User space
+ * sets use_perf and then does not create `events`; the ring-buffer code below is dead and
+ * the verifier does not look at it (use_perf is a load-time constant).
+ */
+const volatile __u32 use_perf = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events_perf SEC(".maps");
+
 /* Failure and volume counters, indexed by enum stat_id. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -86,6 +99,14 @@ static __always_inline __u64 wakeup_flags(void)
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/* Write one record through the transport in use; returns 0 when it was written. */
+static __always_inline long emit(void *ctx, void *data, __u64 size)
+{
+	if (use_perf)
+		return bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
+	return bpf_ringbuf_output(&events, data, size, wakeup_flags());
 }
 
 static __always_inline __u64 now_boot_ns(void)

@@ -180,7 +180,7 @@ static __always_inline int mute_by_path(struct exec_scratch *s, __u32 at, __u32 
 	return 0;
 }
 
-static __always_inline void submit_exec(struct exec_scratch *s)
+static __always_inline void submit_exec(void *ctx, struct exec_scratch *s)
 {
 	__u64 size = sizeof(s->ev) + (__u64)s->ev.argv_len + s->ev.path_len + s->ev.cwd_len;
 	if (size > sizeof(s->ev) + sizeof(s->data))
@@ -191,7 +191,7 @@ static __always_inline void submit_exec(struct exec_scratch *s)
 		stat_inc(STAT_PATH_TRUNCATED);
 	if (s->ev.hdr.flags & FLAG_READ_FAILED)
 		stat_inc(STAT_READ_FAILED);
-	if (bpf_ringbuf_output(&events, &s->ev, size, wakeup_flags()))
+	if (emit(ctx, &s->ev, size))
 		stat_inc(STAT_EXEC_DROPPED);
 	else
 		stat_inc(STAT_EXEC_EMITTED);
@@ -330,7 +330,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	struct path pwd = BPF_CORE_READ(p, fs, pwd);
 	s->ev.cwd_len = append_path(s, len + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
 
-	submit_exec(s);
+	submit_exec(ctx, s);
 	return 0;
 }
 
@@ -403,7 +403,7 @@ static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
 	struct path pwd = BPF_CORE_READ(task, fs, pwd);
 	s->ev.cwd_len = append_path(s, off + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
 
-	submit_exec(s);
+	submit_exec(ctx, s);
 	return 0;
 }
 
@@ -451,23 +451,22 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	}
 
-	struct fork_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(STAT_FORK_DROPPED);
-		return 0;
-	}
+	struct fork_event ev;
+	__builtin_memset(&ev, 0, sizeof(ev));
 	if (!have) {
 		entry.ts_boot = now;
 		entry.syscall = SC_CLONE;
 	}
-	fill_header(&ev->hdr, EVENT_FORK, entry.syscall, entry.ts_boot, now);
-	ev->hdr.flags = have ? 0 : FLAG_NO_ENTRY;
-	ev->hdr.ret = child_pid;
-	ev->child_pid = child_pid;
-	ev->child_tid = child_tid;
-	ev->clone_flags = entry.arg0;
-	bpf_ringbuf_submit(ev, wakeup_flags());
-	stat_inc(STAT_FORK_EMITTED);
+	fill_header(&ev.hdr, EVENT_FORK, entry.syscall, entry.ts_boot, now);
+	ev.hdr.flags = have ? 0 : FLAG_NO_ENTRY;
+	ev.hdr.ret = child_pid;
+	ev.child_pid = child_pid;
+	ev.child_tid = child_tid;
+	ev.clone_flags = entry.arg0;
+	if (emit(ctx, &ev, sizeof(ev)))
+		stat_inc(STAT_FORK_DROPPED);
+	else
+		stat_inc(STAT_FORK_EMITTED);
 	return 0;
 }
 
@@ -498,11 +497,8 @@ int BPF_PROG(on_exit, struct task_struct *p)
 		return 0;
 	}
 
-	struct exit_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(STAT_EXIT_DROPPED);
-		return 0;
-	}
+	struct exit_event ev;
+	__builtin_memset(&ev, 0, sizeof(ev));
 	__u32 code = BPF_CORE_READ(p, exit_code);
 	__u32 syscall;
 	__s64 status;
@@ -516,13 +512,15 @@ int BPF_PROG(on_exit, struct task_struct *p)
 		status = (code >> 8) & 0xff;
 	}
 	int timed = have && syscall == entry.syscall;
-	fill_header(&ev->hdr, EVENT_EXIT, syscall, timed ? entry.ts_boot : now, now);
-	ev->hdr.flags = 0;
-	ev->hdr.ret = status;
-	ev->exit_code = code;
-	ev->core_dumped = (code & 0x80) ? 1 : 0;
-	bpf_ringbuf_submit(ev, wakeup_flags());
-	stat_inc(STAT_EXIT_EMITTED);
+	fill_header(&ev.hdr, EVENT_EXIT, syscall, timed ? entry.ts_boot : now, now);
+	ev.hdr.flags = 0;
+	ev.hdr.ret = status;
+	ev.exit_code = code;
+	ev.core_dumped = (code & 0x80) ? 1 : 0;
+	if (emit(ctx, &ev, sizeof(ev)))
+		stat_inc(STAT_EXIT_DROPPED);
+	else
+		stat_inc(STAT_EXIT_EMITTED);
 	return 0;
 }
 

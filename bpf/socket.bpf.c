@@ -18,6 +18,14 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct socket_event _socket_event = {};
 
+/* Where a record is built before it is written (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct socket_event);
+} socket_scratch SEC(".maps");
+
 static __always_inline struct file *fd_file(struct task_struct *task, int fd)
 {
 	struct files_struct *files = BPF_CORE_READ(task, files);
@@ -99,9 +107,10 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 		return 0;
 	}
 
-	struct socket_event *ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	__u32 zero = 0;
+	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
 	if (!ev) {
-		stat_inc(STAT_SOCKET_DROPPED);
+		stat_inc(STAT_SCRATCH_MISSING);
 		return 0;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
@@ -133,8 +142,10 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 			ev->user_addr_len = len;
 		}
 	}
-	bpf_ringbuf_submit(ev, wakeup_flags());
-	stat_inc(STAT_SOCKET_EMITTED);
+	if (emit(ctx, ev, sizeof(*ev)))
+		stat_inc(STAT_SOCKET_DROPPED);
+	else
+		stat_inc(STAT_SOCKET_EMITTED);
 	return 0;
 }
 

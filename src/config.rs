@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::filters::Filters;
-use crate::probes::ProbeOptions;
+use crate::probes::{ProbeOptions, Transport};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/osquery-ebpf/osquery-ebpf.toml";
 pub const DEFAULT_PROCESS_TABLE: &str = "bpf_process_events_v2";
@@ -32,6 +32,7 @@ pub struct FileSettings {
     pub exclude_comms: Option<Vec<String>>,
     pub exclude_cgroups: Option<Vec<PathBuf>>,
     pub exclude_paths: Option<Vec<String>>,
+    pub transport: Option<Transport>,
 }
 
 /// The same settings as flags and environment variables.
@@ -101,6 +102,10 @@ pub struct SettingsArgs {
         global = true
     )]
     pub exclude_paths: Option<Vec<String>>,
+    /// How records leave the kernel: auto (the ring buffer when the kernel has it, Linux 5.8+),
+    /// ringbuf or perf [default: auto]
+    #[arg(long, env = "OSQUERY_EBPF_TRANSPORT", global = true)]
+    pub transport: Option<Transport>,
 }
 
 /// The settings in force.
@@ -196,6 +201,7 @@ impl SettingsArgs {
                         .or(file.exclude_paths)
                         .unwrap_or_default(),
                 },
+                transport: self.transport.or(file.transport).unwrap_or_default(),
             },
         };
         valid_table_name("process_table", &s.process_table)?;
@@ -235,6 +241,17 @@ mod tests {
         assert_eq!(s.process_table, "bpf_process_events_v2");
         assert_eq!((s.events_max, s.events_expiry), (50_000, 3600));
         assert_eq!(s.probes.argv_max, 16384);
+        assert_eq!(s.probes.transport, Transport::Auto);
+        let (_f, args) = with_file("transport = \"perf\"\n");
+        assert_eq!(
+            args.resolve().expect("valid").probes.transport,
+            Transport::Perf
+        );
+        let (_f, args) = with_file("transport = \"ringbuf\"\n");
+        assert_eq!(
+            args.resolve().expect("valid").probes.transport,
+            Transport::RingBuf
+        );
     }
 
     #[test]
@@ -258,6 +275,7 @@ mod tests {
             ("exclude_comms = \"sshd\"\n", "exclude_comms"),
             ("exclude_paths = [\"relative/\"]\n", "exclude_paths"),
             ("exclude_uids = [-1]\n", "exclude_uids"),
+            ("transport = \"udp\"\n", "transport"),
         ] {
             let (_f, args) = with_file(text);
             let err = format!("{:#}", args.resolve().expect_err(text));

@@ -68,7 +68,43 @@ pub struct ProbeOptions {
     pub btf_path: Option<PathBuf>,
     /// Events left out in the kernel.
     pub filters: Filters,
+    /// How records leave the kernel.
+    pub transport: Transport,
 }
+
+/// How records leave the kernel: the BPF ring buffer (Linux 5.8+), or per-CPU perf buffers
+/// (every kernel with BPF; records from different CPUs may arrive out of order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// The ring buffer when the kernel has it, else the perf buffer.
+    #[default]
+    Auto,
+    #[serde(rename = "ringbuf")]
+    #[value(name = "ringbuf")]
+    RingBuf,
+    Perf,
+}
+
+impl Transport {
+    /// The transport to use on this kernel.
+    pub fn resolve(self) -> Transport {
+        match self {
+            Transport::Auto => {
+                if libbpf_rs::MapType::RingBuf.is_supported().unwrap_or(false) {
+                    Transport::RingBuf
+                } else {
+                    Transport::Perf
+                }
+            }
+            t => t,
+        }
+    }
+}
+
+/// The argv bound with the perf buffer: a perf sample holds at most 64 KiB, and an exec
+/// record carries two paths of up to PATH_CAP bytes besides argv.
+pub const PERF_ARGV_MAX: u32 = 57_000;
 
 impl Default for ProbeOptions {
     fn default() -> Self {
@@ -78,6 +114,7 @@ impl Default for ProbeOptions {
             entries_max: 16384,
             btf_path: None,
             filters: Filters::default(),
+            transport: Transport::Auto,
         }
     }
 }
@@ -168,6 +205,8 @@ pub struct Probes {
     /// Programs that attached, and those that did not (with the reason).
     pub attached: Vec<String>,
     pub failed: Vec<(String, String)>,
+    /// The transport in use (never Auto).
+    pub transport: Transport,
 }
 
 impl Probes {
@@ -222,9 +261,18 @@ pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) ->
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
     ensure_tracefs()?;
 
+    let mut opts = opts.clone();
+    opts.transport = opts.transport.resolve();
+    if opts.transport == Transport::Perf && opts.argv_max > PERF_ARGV_MAX {
+        tracing::warn!(
+            "argv_max {} is more than a perf-buffer record holds: {PERF_ARGV_MAX} is used",
+            opts.argv_max
+        );
+        opts.argv_max = PERF_ARGV_MAX;
+    }
+    let transport = opts.transport;
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<Loaded>>(1);
-    let opts = opts.clone();
     let thread_stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name("ringbuf".into())
@@ -242,6 +290,7 @@ pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) ->
             },
             attached: l.attached,
             failed: l.failed,
+            transport,
         }),
         Err(e) => {
             let _ = thread.join();
@@ -266,6 +315,20 @@ fn consumer(
             return;
         }
     };
+    // The transport's user-space end first: a perf event array has nowhere to write until
+    // its perf buffers exist, and records written before would be lost.
+    let output = match Output::build(&process, &opts, &tx, &counters, &stop) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    // A socket object that does not load leaves the process table working.
+    let socket = load_socket(&opts, &mut socket_object, &process).map_err(|e| {
+        tracing::error!("socket events are unavailable: {e:#}");
+        format!("{e:#}")
+    });
     let mut att = Attached {
         links: Vec::new(),
         attached: Vec::new(),
@@ -279,24 +342,16 @@ fn consumer(
         )));
         return;
     }
-    // A socket object that does not load leaves the process table working.
-    let _socket = match load_socket(&opts, &mut socket_object, &process) {
-        Ok(s) => {
-            attach_each(s.object(), &mut att);
-            Some(s)
-        }
-        Err(e) => {
-            tracing::error!("socket events are unavailable: {e:#}");
-            att.failed.push(("socket probes".into(), format!("{e:#}")));
-            None
-        }
-    };
+    match &socket {
+        Ok(s) => attach_each(s.object(), &mut att),
+        Err(e) => att.failed.push(("socket probes".into(), e.clone())),
+    }
     let Attached {
         links: _links,
         attached,
         failed,
     } = att;
-    let skel = process;
+    let skel = &process;
     let muted = crate::filters::seed_muted(&opts.filters, &skel.maps.muted);
     if !opts.filters.is_empty() {
         tracing::info!(
@@ -309,51 +364,6 @@ fn consumer(
         );
     }
 
-    let cb_stop = stop.clone();
-    let cb_counters = counters.clone();
-    let mut builder = libbpf_rs::RingBufferBuilder::new();
-    let handler = move |data: &[u8]| -> i32 {
-        match decode(data) {
-            Ok(ev) => {
-                cb_counters.received(&ev);
-                let mut ev = ev;
-                loop {
-                    match tx.send_timeout(ev, Duration::from_millis(100)) {
-                        Ok(()) => break,
-                        Err(SendTimeoutError::Timeout(back)) => {
-                            if cb_stop.load(Ordering::Acquire) {
-                                cb_counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                                break;
-                            }
-                            ev = back;
-                        }
-                        Err(SendTimeoutError::Disconnected(_)) => {
-                            cb_counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                cb_counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("undecodable record: {e}");
-            }
-        }
-        0
-    };
-    let ring = builder
-        .add(&skel.maps.events, handler)
-        .map(|_| ())
-        .and_then(|()| builder.build());
-    let ring = match ring {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = ready.send(Err(
-                anyhow::Error::new(e).context("setting up the ring buffer")
-            ));
-            return;
-        }
-    };
     let stats = match MapHandle::try_from(&skel.maps.stats) {
         Ok(h) => h,
         Err(e) => {
@@ -380,16 +390,105 @@ fn consumer(
             std::thread::sleep(POLL_INTERVAL);
             continue;
         }
-        let polled = ring.poll(POLL_INTERVAL).and_then(|()| ring.consume());
-        if let Err(e) = polled {
+        if let Err(e) = output.poll() {
             if e.kind() != libbpf_rs::ErrorKind::Interrupted {
-                tracing::error!("ring buffer poll failed: {e}");
+                tracing::error!("polling the {:?} transport failed: {e}", opts.transport);
                 std::thread::sleep(POLL_INTERVAL);
             }
         }
     }
     // Deliver what is already in the ring before the probes are detached.
-    let _ = ring.consume();
+    let _ = output.consume();
+}
+
+/// Hand one record to the pipeline: decoded, counted, queued (waiting while the queue is
+/// full, so that back-pressure lands in the kernel buffer, where drops are counted).
+fn deliver(data: &[u8], tx: &Sender<Event>, counters: &Counters, stop: &AtomicBool) {
+    match decode(data) {
+        Ok(ev) => {
+            counters.received(&ev);
+            let mut ev = ev;
+            loop {
+                match tx.send_timeout(ev, Duration::from_millis(100)) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(back)) => {
+                        if stop.load(Ordering::Acquire) {
+                            counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        ev = back;
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("undecodable record: {e}");
+        }
+    }
+}
+
+/// The user-space end of the transport.
+enum Output<'a> {
+    Ring(libbpf_rs::RingBuffer<'a>),
+    Perf(libbpf_rs::PerfBuffer<'a>),
+}
+
+impl<'a> Output<'a> {
+    fn build(
+        skel: &'a ProcessSkel<'_>,
+        opts: &ProbeOptions,
+        tx: &Sender<Event>,
+        counters: &Arc<Counters>,
+        stop: &Arc<AtomicBool>,
+    ) -> Result<Output<'a>> {
+        let (tx, c, st) = (tx.clone(), counters.clone(), stop.clone());
+        if opts.transport == Transport::Perf {
+            // the ring buffer's bytes, shared out among the CPUs' perf buffers
+            let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
+            let page = procfs::page_size() as usize;
+            let per_cpu = (opts.ring_buffer_bytes as usize / ncpu / page).max(8);
+            let pages = 1usize << per_cpu.ilog2();
+            let lost = counters.clone();
+            let perf = libbpf_rs::PerfBufferBuilder::new(&skel.maps.events_perf)
+                .pages(pages)
+                .sample_cb(move |_cpu, data: &[u8]| deliver(data, &tx, &c, &st))
+                .lost_cb(move |_cpu, n| {
+                    lost.perf_lost.fetch_add(n, Ordering::Relaxed);
+                })
+                .build()
+                .context("setting up the perf buffers")?;
+            return Ok(Output::Perf(perf));
+        }
+        let mut builder = libbpf_rs::RingBufferBuilder::new();
+        builder
+            .add(&skel.maps.events, move |data: &[u8]| {
+                deliver(data, &tx, &c, &st);
+                0
+            })
+            .context("setting up the ring buffer")?;
+        Ok(Output::Ring(
+            builder.build().context("setting up the ring buffer")?,
+        ))
+    }
+
+    fn poll(&self) -> libbpf_rs::Result<()> {
+        match self {
+            Output::Ring(r) => r.poll(POLL_INTERVAL).and_then(|()| r.consume()),
+            Output::Perf(p) => p.poll(POLL_INTERVAL),
+        }
+    }
+
+    fn consume(&self) -> libbpf_rs::Result<()> {
+        match self {
+            Output::Ring(r) => r.consume(),
+            Output::Perf(p) => p.consume(),
+        }
+    }
 }
 
 struct Attached {
@@ -495,6 +594,14 @@ fn load_process<'obj>(
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.argv_max = opts.argv_max;
         rodata.filters = opts.filters.bits();
+        rodata.use_perf = u32::from(opts.transport == Transport::Perf);
+    }
+    if opts.transport == Transport::Perf {
+        // kernels before 5.8 cannot create it; the code that uses it is dead
+        open.maps
+            .events
+            .set_autocreate(false)
+            .context("leaving out the ring buffer")?;
     }
     let skel = open.load().map_err(|e| load_error("process", e))?;
     crate::filters::install(
@@ -527,10 +634,21 @@ fn load_socket<'obj>(
         obj_builder: object_builder(opts)?,
     };
     let mut open = builder.open(object).context("opening the socket probes")?;
+    if opts.transport == Transport::Perf {
+        open.maps
+            .events
+            .set_autocreate(false)
+            .context("leaving out the ring buffer")?;
+    } else {
+        open.maps
+            .events
+            .reuse_fd(process.maps.events.as_fd())
+            .context("sharing the ring buffer")?;
+    }
     open.maps
-        .events
-        .reuse_fd(process.maps.events.as_fd())
-        .context("sharing the ring buffer")?;
+        .events_perf
+        .reuse_fd(process.maps.events_perf.as_fd())
+        .context("sharing the perf buffers")?;
     open.maps
         .stats
         .reuse_fd(process.maps.stats.as_fd())
@@ -550,6 +668,7 @@ fn load_socket<'obj>(
     }
     if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
         rodata.filters = opts.filters.bits();
+        rodata.use_perf = u32::from(opts.transport == Transport::Perf);
     }
     open.load().map_err(|e| load_error("socket", e))
 }

@@ -26,6 +26,7 @@ pub struct Runtime {
     attached: usize,
     failed: usize,
     ring_buffer_bytes: u32,
+    perf: bool,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -88,6 +89,7 @@ impl Runtime {
         tracing::info!(
             attached = probes.attached.len(),
             failed = probes.failed.len(),
+            transport = ?probes.transport,
             "process probes loaded"
         );
         let proc_root = Path::new("/proc");
@@ -113,6 +115,7 @@ impl Runtime {
             attached: probes.attached.len(),
             failed: probes.failed.len(),
             ring_buffer_bytes: settings.probes.ring_buffer_bytes,
+            perf: probes.transport == crate::probes::Transport::Perf,
             probes: Mutex::new(probes),
             stop,
             threads: Mutex::new(vec![t]),
@@ -146,7 +149,12 @@ impl Runtime {
         out.push((
             "ring_buffer_size".into(),
             u64::from(self.ring_buffer_bytes),
-            "BPF ring buffer bytes".into(),
+            "BPF ring buffer bytes (with the perf transport: shared out among the CPUs)".into(),
+        ));
+        out.push((
+            "transport_perf_buffer".into(),
+            u64::from(self.perf),
+            "1: records come through per-CPU perf buffers; 0: through the BPF ring buffer".into(),
         ));
         own_usage(&mut out);
         out

@@ -15,6 +15,9 @@ pub struct Counters {
     pub decode_errors: AtomicU64,
     /// Events decoded but not delivered to the pipeline (only at shutdown, or if it is gone).
     pub queue_dropped: AtomicU64,
+    /// Records the perf buffers reported lost (perf transport only; the same records are
+    /// counted in the kernel's *_dropped counters).
+    pub perf_lost: AtomicU64,
 }
 
 impl Counters {
@@ -55,6 +58,11 @@ impl Counters {
                 "queue_dropped",
                 g(&self.queue_dropped),
                 "records lost between the ring buffer consumer and the pipeline",
+            ),
+            (
+                "perf_lost",
+                g(&self.perf_lost),
+                "records the perf buffers reported lost (perf transport; also in kernel_*_dropped)",
             ),
         ]
     }
@@ -126,7 +134,7 @@ pub fn kernel_stat_names() -> Vec<(&'static str, &'static str)> {
         (
             stat_id::STAT_SCRATCH_MISSING,
             "kernel_scratch_missing",
-            "exec records lost: no scratch buffer",
+            "exec or socket records lost: no scratch buffer",
         ),
         (
             stat_id::STAT_EXEC_FILTERED,

@@ -22,6 +22,8 @@ const DEBUG_EXIT_PORT: u64 = 0xf4;
 fn verdict(ok: bool) -> ! {
     println!("GUEST RESULT: {}", if ok { "PASS" } else { "FAIL" });
     let _ = std::io::stdout().flush();
+    // let the serial console drain before qemu exits
+    std::thread::sleep(Duration::from_millis(500));
     let byte = [if ok { 0u8 } else { 1u8 }];
     if let Ok(f) = std::fs::OpenOptions::new().write(true).open("/dev/port") {
         use std::os::unix::fs::FileExt;
@@ -285,6 +287,14 @@ fn main() {
     check(
         !stats.is_empty() && lost == 0,
         format!("nothing lost: {lost}"),
+    );
+    let want_perf = u64::from(extra.iter().any(|a| a == "perf"));
+    check(
+        stats.get("transport_perf_buffer") == Some(&want_perf),
+        format!(
+            "transport: transport_perf_buffer={:?}, wanted {want_perf}",
+            stats.get("transport_perf_buffer")
+        ),
     );
     check(
         stats.get("probes_failed") == Some(&0),

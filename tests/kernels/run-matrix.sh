@@ -4,7 +4,8 @@
 # (tests/kernels/guest.rs) against the real extension binary: load and attach every probe, run
 # a workload with known answers, check the rows. Exits non-zero if any kernel fails.
 #
-# Environment: SERIES (kernels), KERNEL_CACHE (see fetch-kernels.sh), EBPF (the extension
+# Environment: SERIES (kernels), PERF_SERIES (kernels also tested with the perf-buffer
+# transport forced; default 5.10), KERNEL_CACHE (see fetch-kernels.sh), EBPF (the extension
 # binary; default target/release/osquery-ebpf, built if missing), GUEST_TIMEOUT (seconds per
 # kernel, default 900), MATRIX_LOG_DIR (console logs; default target/kernel-matrix).
 set -euo pipefail
@@ -56,9 +57,12 @@ chmod +x "$root/init"
 failed=()
 start_all=$(date +%s)
 while read -r series image; do
-  for variant in ${VARIANTS:-ringbuf}; do
+  # every kernel with the ring buffer; PERF_SERIES (default 5.10) also with the perf buffer
+  variants=ringbuf
+  [[ " ${PERF_SERIES-5.10} " == *" $series "* ]] && variants="ringbuf perf"
+  for variant in $variants; do
     args=""
-    [ "$variant" = ringbuf ] || args="guestargs=$variant"
+    [ "$variant" = ringbuf ] || args="guestargs=--transport,$variant"
     log="$log_dir/$series-$variant.log"
     start=$(date +%s)
     set +e
