@@ -556,6 +556,7 @@ fn object_builder(opts: &ProbeOptions) -> Result<libbpf_rs::ObjectBuilder> {
     let mut builder = libbpf_rs::ObjectBuilder::default();
     if let Some(btf) = &opts.btf_path {
         check_btf_file(btf)?;
+        tracing::info!("CO-RE relocations use the BTF file {}", btf.display());
         builder
             .btf_custom_path(btf)
             .with_context(|| format!("using BTF file {}", btf.display()))?;

@@ -264,8 +264,9 @@ fn main() {
     );
     let status = ext.wait().expect("wait extension");
     check(status.success(), format!("extension exit: {status}"));
-    let stats: BTreeMap<String, u64> = erx
-        .try_iter()
+    let log: Vec<String> = erx.try_iter().collect();
+    let stats: BTreeMap<String, u64> = log
+        .iter()
         .filter_map(|l| l.split_once("stats: ").map(|(_, s)| s.to_string()))
         .last()
         .unwrap_or_default()
@@ -288,6 +289,16 @@ fn main() {
         !stats.is_empty() && lost == 0,
         format!("nothing lost: {lost}"),
     );
+    if let Some(btf) = extra
+        .iter()
+        .position(|a| a == "--btf-path")
+        .and_then(|i| extra.get(i + 1))
+    {
+        let used = log
+            .iter()
+            .any(|l| l.contains(&format!("use the BTF file {btf}")));
+        check(used, format!("CO-RE relocations used {btf}"));
+    }
     let want_perf = u64::from(extra.iter().any(|a| a == "perf"));
     check(
         stats.get("transport_perf_buffer") == Some(&want_perf),

@@ -5,13 +5,14 @@
 # a workload with known answers, check the rows. Exits non-zero if any kernel fails.
 #
 # Environment: SERIES (kernels), PERF_SERIES (kernels also tested with the perf-buffer
-# transport forced; default 5.10), KERNEL_CACHE (see fetch-kernels.sh), EBPF (the extension
+# transport forced; default 5.10), BTF_SERIES (the kernel also tested with --btf-path and a
+# BTF file taken from its image; default 6.1), KERNEL_CACHE (see fetch-kernels.sh), EBPF (the extension
 # binary; default target/release/osquery-ebpf, built if missing), GUEST_TIMEOUT (seconds per
 # kernel, default 900), MATRIX_LOG_DIR (console logs; default target/kernel-matrix).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-bash packaging/install-build-deps.sh qemu-system-x86 busybox-static cpio
+bash packaging/install-build-deps.sh qemu-system-x86 busybox-static cpio xz-utils zstd binutils
 if ! qemu-system-x86_64 --version >/dev/null 2>&1; then
   echo "kernel matrix SKIPPED: qemu-system-x86_64 cannot run here" >&2
   exit 0
@@ -22,6 +23,8 @@ EBPF=${EBPF:-target/release/osquery-ebpf}
 cargo build --example guest --example workload
 log_dir=${MATRIX_LOG_DIR:-target/kernel-matrix}
 mkdir -p "$log_dir"
+
+kernels=$(bash tests/kernels/fetch-kernels.sh)
 
 # The initramfs: static busybox, the three binaries and the shared libraries they use.
 work=$(mktemp -d)
@@ -52,6 +55,22 @@ echo "GUEST RESULT: FAIL (no verdict)"
 poweroff -f
 INIT
 chmod +x "$root/init"
+# A BTF file taken from the image of one kernel (BTF_SERIES, default 6.1), for a run with
+# --btf-path: what a user of a kernel without /sys/kernel/btf/vmlinux gets from BTFHub.
+btf_series=${BTF_SERIES-6.1}
+if [ -n "$btf_series" ]; then
+  image=$(awk -v s="$btf_series" '$1 == s { print $2 }' <<<"$kernels")
+  # the ELF vmlinux is compressed inside the bzImage: find the xz or zstd stream
+  off=$(LC_ALL=C grep -aboP '\xfd\x37\x7a\x58\x5a\x00' "$image" | head -1 | cut -d: -f1)
+  if [ -n "$off" ]; then
+    tail -c +$((off + 1)) "$image" | xz -dc >"$work/vmlinux" 2>/dev/null || true
+  else
+    off=$(LC_ALL=C grep -aboP '\x28\xb5\x2f\xfd' "$image" | head -1 | cut -d: -f1)
+    tail -c +$((off + 1)) "$image" | zstd -dcq >"$work/vmlinux" 2>/dev/null || true
+  fi
+  objcopy --dump-section .BTF="$root/vmlinux.btf" "$work/vmlinux" /dev/null
+  rm -f "$work/vmlinux"
+fi
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/initramfs.gz"
 
 failed=()
@@ -59,10 +78,14 @@ start_all=$(date +%s)
 while read -r series image; do
   # every kernel with the ring buffer; PERF_SERIES (default 5.10) also with the perf buffer
   variants=ringbuf
-  [[ " ${PERF_SERIES-5.10} " == *" $series "* ]] && variants="ringbuf perf"
+  [[ " ${PERF_SERIES-5.10} " == *" $series "* ]] && variants="$variants perf"
+  [ "$series" = "$btf_series" ] && variants="$variants btf"
   for variant in $variants; do
-    args=""
-    [ "$variant" = ringbuf ] || args="guestargs=--transport,$variant"
+    case $variant in
+      ringbuf) args="" ;;
+      perf) args="guestargs=--transport,perf" ;;
+      btf) args="guestargs=--btf-path,/vmlinux.btf" ;;
+    esac
     log="$log_dir/$series-$variant.log"
     start=$(date +%s)
     set +e
@@ -82,6 +105,6 @@ while read -r series image; do
       failed+=("$series-$variant")
     fi
   done
-done < <(bash tests/kernels/fetch-kernels.sh)
+done <<<"$kernels"
 echo "kernel matrix: $(( $(date +%s) - start_all ))s, failed: ${failed[*]:-none}"
 [ "${#failed[@]}" -eq 0 ]
