@@ -54,7 +54,8 @@ grep -q "$EXT" <<<"$scripts" || fail "the install script does not list the exten
 grep -qxF "$EXT" "$work/usr/share/osquery-ebpf/extensions.load" \
   || fail "extensions.load does not name the installed binary"
 # the packaged binary runs, needs only libc (and libgcc_s), and reads the packaged config
-OSQUERY_EBPF_CONFIG="$work$CONF" "$work$EXT" schema | grep -q "CREATE TABLE bpf_process_events_v2(" \
+schema=$(OSQUERY_EBPF_CONFIG="$work$CONF" "$work$EXT" schema) || fail "the packaged binary failed"
+grep -q "CREATE TABLE bpf_process_events_v2(" <<<"$schema" \
   || fail "the packaged binary did not print the schema"
 if ldd "$work$EXT" | grep -vE 'linux-vdso|libc\.so|libgcc_s|ld-linux' | grep -q '=>'; then
   fail "unexpected shared libraries: $(ldd "$work$EXT")"

@@ -1,3 +1,4 @@
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -58,7 +59,10 @@ fn run(cli: Cli) -> Result<(), ExitError> {
                 (STATS_TABLE, STATS_COLUMNS),
                 (CONTAINERS_TABLE, CONTAINERS_COLUMNS),
             ] {
-                println!("{}", create_statement(name, columns));
+                // a closed pipe (`schema | head`) ends the listing, not in a panic
+                if writeln!(std::io::stdout(), "{}", create_statement(name, columns)).is_err() {
+                    break;
+                }
             }
             Ok(())
         }

@@ -267,8 +267,8 @@ fn main() {
     let log: Vec<String> = erx.try_iter().collect();
     let stats: BTreeMap<String, u64> = log
         .iter()
-        .filter_map(|l| l.split_once("stats: ").map(|(_, s)| s.to_string()))
-        .last()
+        .rev()
+        .find_map(|l| l.split_once("stats: ").map(|(_, s)| s.to_string()))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|kv| kv.split_once('='))
