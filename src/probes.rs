@@ -120,8 +120,23 @@ impl Default for ProbeOptions {
 }
 
 /// Route libbpf's own messages into tracing.
+/// Programs libbpf reported as failing to load, collected while an object loads.
+static LOAD_FAILURES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The program a libbpf message says failed to load ("prog 'NAME': failed to load: -22").
+fn failed_program(msg: &str) -> Option<String> {
+    let (_, rest) = msg.split_once("prog '")?;
+    let (name, tail) = rest.split_once("': ")?;
+    tail.starts_with("failed to load").then(|| name.to_string())
+}
+
 fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
     let msg = msg.trim_end();
+    if let Some(name) = failed_program(msg) {
+        if let Ok(mut f) = LOAD_FAILURES.lock() {
+            f.push(name);
+        }
+    }
     match level {
         libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{msg}"),
         libbpf_rs::PrintLevel::Info => tracing::debug!(target: "libbpf", "{msg}"),
@@ -306,9 +321,7 @@ fn consumer(
     stop: Arc<AtomicBool>,
     ready: Sender<Result<Loaded>>,
 ) {
-    let mut process_object = MaybeUninit::uninit();
-    let mut socket_object = MaybeUninit::uninit();
-    let process = match load_process(&opts, &mut process_object) {
+    let (process, process_left_out) = match load_process(&opts) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -325,7 +338,7 @@ fn consumer(
         }
     };
     // A socket object that does not load leaves the process table working.
-    let socket = load_socket(&opts, &mut socket_object, &process).map_err(|e| {
+    let socket = load_socket(&opts, &process).map_err(|e| {
         tracing::error!("socket events are unavailable: {e:#}");
         format!("{e:#}")
     });
@@ -334,7 +347,7 @@ fn consumer(
         attached: Vec::new(),
         failed: Vec::new(),
     };
-    attach_each(process.object(), &mut att);
+    attach_each(process.object(), &process_left_out, &mut att);
     if att.attached.is_empty() {
         let _ = ready.send(Err(startup_error(
             StartupKind::Probes,
@@ -343,8 +356,8 @@ fn consumer(
         return;
     }
     match &socket {
-        Ok(s) => attach_each(s.object(), &mut att),
-        Err(e) => att.failed.push(("socket probes".into(), e.clone())),
+        Ok((s, left_out)) => attach_each(s.object(), left_out, &mut att),
+        Err(e) => att.failed.push(("socket_object".into(), e.clone())),
     }
     let Attached {
         links: _links,
@@ -499,9 +512,13 @@ struct Attached {
 
 /// Attach every program of `obj` on its own: one that fails is logged and counted, the rest
 /// keep working.
-fn attach_each(obj: &libbpf_rs::Object, into: &mut Attached) {
+fn attach_each(obj: &libbpf_rs::Object, left_out: &[(String, String)], into: &mut Attached) {
+    into.failed.extend(left_out.iter().cloned());
     for prog in obj.progs_mut() {
         let name = prog.name().to_string_lossy().into_owned();
+        if left_out.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
         match prog.attach() {
             Ok(link) => {
                 into.links.push(link);
@@ -571,40 +588,112 @@ fn object_builder(opts: &ProbeOptions) -> Result<libbpf_rs::ObjectBuilder> {
     Ok(builder)
 }
 
-fn load_process<'obj>(
-    opts: &ProbeOptions,
-    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
-) -> Result<ProcessSkel<'obj>> {
-    let builder = ProcessSkelBuilder {
-        obj_builder: object_builder(opts)?,
-    };
-    let mut open = builder.open(object).context("opening the process probes")?;
-    let ncpu = libbpf_rs::num_possible_cpus().context("counting possible CPUs")? as u32;
-    open.maps
-        .exec_scratch
-        .set_max_entries(ncpu.max(1))
-        .context("sizing the scratch map")?;
-    open.maps
-        .events
-        .set_max_entries(opts.ring_buffer_bytes)
-        .context("sizing the ring buffer")?;
-    open.maps
-        .entries
-        .set_max_entries(opts.entries_max)
-        .context("sizing the syscall entry map")?;
-    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-        rodata.argv_max = opts.argv_max;
-        rodata.filters = opts.filters.bits();
-        rodata.use_perf = u32::from(opts.transport == Transport::Perf);
+/// Programs a table cannot do without; the others (syscall entries, failed execs, single
+/// socket calls) are left out on a kernel that rejects them, and their rows go missing or lose
+/// their entry time.
+const ESSENTIAL_PROGRAMS: &[&str] = &["on_exec", "on_fork", "on_exit"];
+
+/// Load an object, leaving out the non-essential programs this kernel rejects: each attempt
+/// opens a fresh object (`attempt` gets the names to leave out), and a failure names its
+/// programs in libbpf's log. Returns the loaded skeleton and the programs left out, with why.
+fn load_leaving_out<S>(
+    what: &str,
+    mut attempt: impl FnMut(&[String]) -> Result<Result<S, libbpf_rs::Error>>,
+) -> Result<(S, Vec<(String, String)>)> {
+    let mut left_out: Vec<String> = Vec::new();
+    loop {
+        if let Ok(mut f) = LOAD_FAILURES.lock() {
+            f.clear();
+        }
+        let err = match attempt(&left_out)? {
+            Ok(skel) => {
+                let why = "not loaded: this kernel rejected it (see the log)".to_string();
+                let out = left_out.into_iter().map(|n| (n, why.clone())).collect();
+                return Ok((skel, out));
+            }
+            Err(e) => e,
+        };
+        let mut failed: Vec<String> = LOAD_FAILURES
+            .lock()
+            .map(|mut f| f.drain(..).collect())
+            .unwrap_or_default();
+        failed.sort();
+        failed.dedup();
+        failed.retain(|n| !left_out.contains(n));
+        if failed.is_empty()
+            || failed
+                .iter()
+                .any(|n| ESSENTIAL_PROGRAMS.contains(&n.as_str()))
+        {
+            return Err(load_error(what, err));
+        }
+        for name in &failed {
+            tracing::warn!(
+                program = %name,
+                "this kernel rejected the {what} probe {name}; loading the others without it: {err}"
+            );
+        }
+        left_out.extend(failed);
     }
-    if opts.transport == Transport::Perf {
-        // kernels before 5.8 cannot create it; the code that uses it is dead
+}
+
+/// A fresh object's storage: the loaded programs live as long as the process.
+fn object_storage() -> &'static mut MaybeUninit<libbpf_rs::OpenObject> {
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+fn leave_out(obj: &mut libbpf_rs::OpenObject, names: &[String]) {
+    // Test hook: OSQUERY_EBPF_TEST_FAIL_PROBES names programs to break, as a kernel that
+    // rejects them would (an XDP program may not call the tracing helpers they use).
+    let broken = std::env::var("OSQUERY_EBPF_TEST_FAIL_PROBES").unwrap_or_default();
+    for mut prog in obj.progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        if names.contains(&name) {
+            prog.set_autoload(false);
+        } else if broken.split(',').any(|b| b == name) {
+            prog.set_prog_type(libbpf_rs::ProgramType::Xdp);
+        }
+    }
+}
+
+type LoadedObject<S> = (S, Vec<(String, String)>);
+
+fn load_process(opts: &ProbeOptions) -> Result<LoadedObject<ProcessSkel<'static>>> {
+    let ncpu = libbpf_rs::num_possible_cpus().context("counting possible CPUs")? as u32;
+    let (skel, left_out) = load_leaving_out("process", |left_out| {
+        let builder = ProcessSkelBuilder {
+            obj_builder: object_builder(opts)?,
+        };
+        let mut open = builder
+            .open(object_storage())
+            .context("opening the process probes")?;
+        open.maps
+            .exec_scratch
+            .set_max_entries(ncpu.max(1))
+            .context("sizing the scratch map")?;
         open.maps
             .events
-            .set_autocreate(false)
-            .context("leaving out the ring buffer")?;
-    }
-    let skel = open.load().map_err(|e| load_error("process", e))?;
+            .set_max_entries(opts.ring_buffer_bytes)
+            .context("sizing the ring buffer")?;
+        open.maps
+            .entries
+            .set_max_entries(opts.entries_max)
+            .context("sizing the syscall entry map")?;
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.argv_max = opts.argv_max;
+            rodata.filters = opts.filters.bits();
+            rodata.use_perf = u32::from(opts.transport == Transport::Perf);
+        }
+        if opts.transport == Transport::Perf {
+            // kernels before 5.8 cannot create it; the code that uses it is dead
+            open.maps
+                .events
+                .set_autocreate(false)
+                .context("leaving out the ring buffer")?;
+        }
+        leave_out(open.open_object_mut(), left_out);
+        Ok(open.load())
+    })?;
     crate::filters::install(
         &opts.filters,
         &FilterMaps {
@@ -615,61 +704,65 @@ fn load_process<'obj>(
             muted: &skel.maps.muted,
         },
     )?;
-    Ok(skel)
+    Ok((skel, left_out))
 }
 
 /// The socket probes share the process probes' ring buffer, stats and entry maps, so that
 /// every record travels through one ordered ring.
-fn load_socket<'obj>(
+fn load_socket(
     opts: &ProbeOptions,
-    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
     process: &ProcessSkel<'_>,
-) -> Result<SocketSkel<'obj>> {
+) -> Result<LoadedObject<SocketSkel<'static>>> {
     // Test hook: make this object fail as a kernel without one of its hooks would.
     if std::env::var("OSQUERY_EBPF_TEST_FAIL_PROBES")
         .is_ok_and(|v| v.split(',').any(|p| p == "socket"))
     {
         bail!("the socket probes were disabled by OSQUERY_EBPF_TEST_FAIL_PROBES");
     }
-    let builder = SocketSkelBuilder {
-        obj_builder: object_builder(opts)?,
-    };
-    let mut open = builder.open(object).context("opening the socket probes")?;
-    if opts.transport == Transport::Perf {
+    load_leaving_out("socket", |left_out| {
+        let builder = SocketSkelBuilder {
+            obj_builder: object_builder(opts)?,
+        };
+        let mut open = builder
+            .open(object_storage())
+            .context("opening the socket probes")?;
+        if opts.transport == Transport::Perf {
+            open.maps
+                .events
+                .set_autocreate(false)
+                .context("leaving out the ring buffer")?;
+        } else {
+            open.maps
+                .events
+                .reuse_fd(process.maps.events.as_fd())
+                .context("sharing the ring buffer")?;
+        }
         open.maps
-            .events
-            .set_autocreate(false)
-            .context("leaving out the ring buffer")?;
-    } else {
+            .events_perf
+            .reuse_fd(process.maps.events_perf.as_fd())
+            .context("sharing the perf buffers")?;
         open.maps
-            .events
-            .reuse_fd(process.maps.events.as_fd())
-            .context("sharing the ring buffer")?;
-    }
-    open.maps
-        .events_perf
-        .reuse_fd(process.maps.events_perf.as_fd())
-        .context("sharing the perf buffers")?;
-    open.maps
-        .stats
-        .reuse_fd(process.maps.stats.as_fd())
-        .context("sharing the stats map")?;
-    open.maps
-        .entries
-        .reuse_fd(process.maps.entries.as_fd())
-        .context("sharing the syscall entry map")?;
-    for (map, shared) in [
-        (&mut open.maps.filter_uids, &process.maps.filter_uids),
-        (&mut open.maps.filter_comms, &process.maps.filter_comms),
-        (&mut open.maps.filter_cgroups, &process.maps.filter_cgroups),
-        (&mut open.maps.muted, &process.maps.muted),
-    ] {
-        map.reuse_fd(shared.as_fd())
-            .context("sharing the filter maps")?;
-    }
-    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-        rodata.filters = opts.filters.bits();
-        rodata.use_perf = u32::from(opts.transport == Transport::Perf);
-    }
-    open.load().map_err(|e| load_error("socket", e))
+            .stats
+            .reuse_fd(process.maps.stats.as_fd())
+            .context("sharing the stats map")?;
+        open.maps
+            .entries
+            .reuse_fd(process.maps.entries.as_fd())
+            .context("sharing the syscall entry map")?;
+        for (map, shared) in [
+            (&mut open.maps.filter_uids, &process.maps.filter_uids),
+            (&mut open.maps.filter_comms, &process.maps.filter_comms),
+            (&mut open.maps.filter_cgroups, &process.maps.filter_cgroups),
+            (&mut open.maps.muted, &process.maps.muted),
+        ] {
+            map.reuse_fd(shared.as_fd())
+                .context("sharing the filter maps")?;
+        }
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.filters = opts.filters.bits();
+            rodata.use_perf = u32::from(opts.transport == Transport::Perf);
+        }
+        leave_out(open.open_object_mut(), left_out);
+        Ok(open.load())
+    })
 }

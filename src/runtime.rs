@@ -23,8 +23,8 @@ pub struct Runtime {
     pub counters: Arc<Counters>,
     probes: Mutex<Probes>,
     kernel_stats: KernelStats,
-    attached: usize,
-    failed: usize,
+    attached: Vec<String>,
+    failed: Vec<(String, String)>,
     ring_buffer_bytes: u32,
     perf: bool,
     stop: Arc<AtomicBool>,
@@ -112,8 +112,8 @@ impl Runtime {
             cgroups,
             counters,
             kernel_stats: probes.kernel_stats.clone(),
-            attached: probes.attached.len(),
-            failed: probes.failed.len(),
+            attached: probes.attached.clone(),
+            failed: probes.failed.clone(),
             ring_buffer_bytes: settings.probes.ring_buffer_bytes,
             perf: probes.transport == crate::probes::Transport::Perf,
             probes: Mutex::new(probes),
@@ -138,12 +138,12 @@ impl Runtime {
         store_stats(&mut out, "socket", &self.socket_store);
         out.push((
             "probes_attached".into(),
-            self.attached as u64,
+            self.attached.len() as u64,
             "BPF programs attached".into(),
         ));
         out.push((
             "probes_failed".into(),
-            self.failed as u64,
+            self.failed.len() as u64,
             "BPF programs that failed to attach".into(),
         ));
         out.push((
@@ -156,6 +156,13 @@ impl Runtime {
             u64::from(self.perf),
             "1: records come through per-CPU perf buffers; 0: through the BPF ring buffer".into(),
         ));
+        // one row per program: 1 attached, 0 not (with the reason)
+        for name in &self.attached {
+            out.push((format!("probe_{name}"), 1, "attached".into()));
+        }
+        for (name, why) in &self.failed {
+            out.push((format!("probe_{name}"), 0, why.clone()));
+        }
         own_usage(&mut out);
         out
     }

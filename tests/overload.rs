@@ -183,3 +183,64 @@ fn a_probe_object_that_fails_leaves_the_other_table_working() {
         "no socket rows without the socket probes"
     );
 }
+
+#[test]
+fn a_program_the_kernel_rejects_is_left_out_and_the_rest_load() {
+    if !require_root() {
+        return;
+    }
+    // the kernel refuses these two as it would on a kernel without their features
+    let mut h = Harness::start(&[("OSQUERY_EBPF_TEST_FAIL_PROBES", "enter_clone3,exit_listen")]);
+    let log = h.ext.log_text();
+    assert!(
+        log.contains("rejected the process probe enter_clone3"),
+        "{log}"
+    );
+    assert!(
+        log.contains("rejected the socket probe exit_listen"),
+        "{log}"
+    );
+    let s = stats(&mut h);
+    assert_eq!(s["probes_failed"], 2, "{s:?}");
+    assert_eq!(s["probe_enter_clone3"], 0, "{s:?}");
+    assert_eq!(s["probe_exit_listen"], 0, "{s:?}");
+    assert_eq!(s["probe_on_exec"], 1, "{s:?}");
+    assert_eq!(s["probe_exit_connect"], 1, "{s:?}");
+    // everything else still produces rows
+    let (pid, _) = h.exec_true(&["partly-loaded"]);
+    let rows = h.rows_for_pid(pid, |r| find(r, "exit_group").is_some());
+    assert!(find(&rows, "exit_group").is_some(), "{rows:?}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let _c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let me = std::process::id();
+    let rows = h.poll_rows(SOCKET_TABLE, SOCKET_COLUMNS, me, |rows| {
+        rows.iter()
+            .any(|r| r["syscall"] == "connect" && r["remote_port"] == port.to_string())
+    });
+    assert!(
+        rows.iter()
+            .any(|r| r["syscall"] == "connect" && r["remote_port"] == port.to_string()),
+        "{rows:?}"
+    );
+    assert!(!rows.iter().any(|r| r["syscall"] == "listen"), "{rows:?}");
+}
+
+#[test]
+fn an_essential_program_the_kernel_rejects_stops_the_start_with_status_7() {
+    if !require_root() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        .args(["watch", "--duration", "1"])
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .env("OSQUERY_EBPF_TEST_FAIL_PROBES", "on_exec")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("loading the process probes into the kernel failed"),
+        "{stderr}"
+    );
+}
