@@ -251,35 +251,26 @@ fn watch_streams_json_rows() {
     if !require_root() {
         return;
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
-        .args(["watch", "--json", "--duration", "6", "--stats-every", "0"])
-        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("watch");
-    std::thread::sleep(Duration::from_secs(3));
-    let mut t = Command::new("/bin/echo")
-        .arg("watch-marker")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("echo");
-    let pid = t.id();
-    t.wait().expect("wait");
-    let out = child.wait_with_output().expect("watch output");
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let row: serde_json::Value = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["pid"].as_str() == Some(pid.to_string().as_str()) && v["syscall"] == "execve")
-        .unwrap_or_else(|| panic!("no row for {pid} in:\n{stdout}"));
-    assert_eq!(row["cmdline"], "/bin/echo watch-marker");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"));
+    cmd.env("OSQUERY_EBPF_CONFIG", "/dev/null");
+    let w = watch_with_marker(cmd, "watch-marker");
+    assert!(w.status.success(), "{}", w.stderr);
+    let row = w
+        .row
+        .unwrap_or_else(|| panic!("no marker row; log:\n{}", w.stderr));
     assert_eq!(row["table"], "bpf_process_events_v2");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(row["syscall"], "execve");
+    assert_eq!(
+        row["path"],
+        std::fs::canonicalize("/bin/true")
+            .unwrap()
+            .to_string_lossy()
+            .as_ref()
+    );
     assert!(
-        stderr.contains("kernel_exec_dropped="),
-        "counters shown: {stderr}"
+        w.stderr.contains("kernel_exec_dropped="),
+        "counters shown: {}",
+        w.stderr
     );
 }
 

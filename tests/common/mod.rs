@@ -646,3 +646,63 @@ impl Drop for TestCgroup {
         let _ = std::fs::remove_dir(&self.outer);
     }
 }
+
+/// What a `watch` run printed.
+pub struct Watched {
+    pub status: std::process::ExitStatus,
+    /// The marker's row.
+    pub row: Option<serde_json::Value>,
+    pub stderr: String,
+}
+
+/// Run `watch` and `/bin/true MARKER` every half second until the marker's row shows (or 60 s
+/// pass), then stop it with SIGTERM.
+pub fn watch_with_marker(mut cmd: Command, marker: &str) -> Watched {
+    let mut child = cmd
+        .args(["watch", "--json", "--stats-every", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(err), &mut s);
+        s
+    });
+    let want = format!("/bin/true {marker}");
+    let start = Instant::now();
+    let mut found = None;
+    while found.is_none() && start.elapsed() < Duration::from_secs(60) {
+        let _ = Command::new("/bin/true").arg(marker).status();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            let row: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if row["cmdline"] == want.as_str() {
+                found = Some(row);
+                break;
+            }
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let status = child.wait().expect("wait watch");
+    Watched {
+        status,
+        row: found,
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
