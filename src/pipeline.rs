@@ -255,13 +255,10 @@ pub struct Stores {
     pub cgroups: Arc<Cgroups>,
 }
 
-/// Events taken from the queue at a time.
-const BATCH: usize = 1024;
-
 /// The stage's thread: drain the queue, enrich, store. Stops when `stop` is set and the queue
 /// is empty, or when every sender is gone.
 pub fn spawn(
-    rx: Receiver<Event>,
+    rx: Receiver<crate::probes::Batch>,
     mut ctx: ProcessContext,
     stores: Stores,
     stop: Arc<AtomicBool>,
@@ -281,11 +278,11 @@ pub fn spawn(
                             clock = Clock::now();
                             last_clock = Instant::now();
                         }
-                        // Take what is queued as one batch: one clock read and one store
-                        // lock per batch, not per event.
+                        // One batch of the consumer (one pass over the kernel buffer): one
+                        // clock read and one store lock per batch, not per event.
                         let (mut procs, mut socks) = (Vec::new(), Vec::new());
                         let mut cids: Vec<u64> = Vec::new();
-                        for ev in std::iter::once(first).chain(rx.try_iter().take(BATCH - 1)) {
+                        for ev in first {
                             let cid = ev.header().cgroup_id;
                             if !cids.contains(&cid) {
                                 cids.push(cid);

@@ -270,7 +270,7 @@ fn check_privileges() -> Result<()> {
     ))
 }
 
-pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) -> Result<Probes> {
+pub fn start(opts: &ProbeOptions, tx: Sender<Batch>, counters: Arc<Counters>) -> Result<Probes> {
     check_options(opts)?;
     check_privileges()?;
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Debug, libbpf_print)));
@@ -316,7 +316,7 @@ pub fn start(opts: &ProbeOptions, tx: Sender<Event>, counters: Arc<Counters>) ->
 
 fn consumer(
     opts: ProbeOptions,
-    tx: Sender<Event>,
+    tx: Sender<Batch>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     ready: Sender<Result<Loaded>>,
@@ -330,7 +330,13 @@ fn consumer(
     };
     // The transport's user-space end first: a perf event array has nowhere to write until
     // its perf buffers exist, and records written before would be lost.
-    let output = match Output::build(&process, &opts, &tx, &counters, &stop) {
+    let pending = std::rc::Rc::new(std::cell::RefCell::new(Pending {
+        batch: Vec::with_capacity(64),
+        tx,
+        counters: counters.clone(),
+        stop: stop.clone(),
+    }));
+    let output = match Output::build(&process, &opts, &pending, &counters) {
         Ok(o) => o,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -409,39 +415,76 @@ fn consumer(
                 std::thread::sleep(POLL_INTERVAL);
             }
         }
+        pending.borrow_mut().flush();
     }
     // Deliver what is already in the ring before the probes are detached.
     let _ = output.consume();
+    pending.borrow_mut().flush();
 }
 
-/// Hand one record to the pipeline: decoded, counted, queued (waiting while the queue is
-/// full, so that back-pressure lands in the kernel buffer, where drops are counted).
-fn deliver(data: &[u8], tx: &Sender<Event>, counters: &Counters, stop: &AtomicBool) {
-    match decode(data) {
-        Ok(ev) => {
-            counters.received(&ev);
-            let mut ev = ev;
-            loop {
-                match tx.send_timeout(ev, Duration::from_millis(100)) {
-                    Ok(()) => break,
-                    Err(SendTimeoutError::Timeout(back)) => {
-                        if stop.load(Ordering::Acquire) {
-                            counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                        ev = back;
+/// Records decoded in one pass over the kernel buffer, handed to the pipeline together: one
+/// channel operation and one wake-up per pass instead of one per record.
+pub type Batch = Vec<Event>;
+
+/// Records a batch holds at most; a fuller pass is sent in several.
+pub const BATCH_MAX: usize = 1024;
+
+/// The consumer's side of the queue: the batch being filled, and where it goes.
+struct Pending {
+    batch: Batch,
+    tx: Sender<Batch>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pending {
+    /// Decode one record into the batch, sending the batch when it is full.
+    fn record(&mut self, data: &[u8]) {
+        match decode(data) {
+            Ok(ev) => {
+                self.counters.received(&ev);
+                self.batch.push(ev);
+                if self.batch.len() >= BATCH_MAX {
+                    self.flush();
+                }
+            }
+            Err(e) => {
+                self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("undecodable record: {e}");
+            }
+        }
+    }
+
+    /// Send the batch, waiting while the queue is full (so that back-pressure lands in the
+    /// kernel buffer, where drops are counted); at shutdown or without a pipeline the batch
+    /// is counted as dropped.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::replace(&mut self.batch, Vec::with_capacity(64));
+        loop {
+            match self.tx.send_timeout(batch, Duration::from_millis(100)) {
+                Ok(()) => return,
+                Err(SendTimeoutError::Timeout(back)) => {
+                    if self.stop.load(Ordering::Acquire) {
+                        self.drop_batch(back.len());
+                        return;
                     }
-                    Err(SendTimeoutError::Disconnected(_)) => {
-                        counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
+                    batch = back;
+                }
+                Err(SendTimeoutError::Disconnected(back)) => {
+                    self.drop_batch(back.len());
+                    return;
                 }
             }
         }
-        Err(e) => {
-            counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!("undecodable record: {e}");
-        }
+    }
+
+    fn drop_batch(&self, n: usize) {
+        self.counters
+            .queue_dropped
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -455,11 +498,10 @@ impl<'a> Output<'a> {
     fn build(
         skel: &'a ProcessSkel<'_>,
         opts: &ProbeOptions,
-        tx: &Sender<Event>,
+        pending: &std::rc::Rc<std::cell::RefCell<Pending>>,
         counters: &Arc<Counters>,
-        stop: &Arc<AtomicBool>,
     ) -> Result<Output<'a>> {
-        let (tx, c, st) = (tx.clone(), counters.clone(), stop.clone());
+        let p = pending.clone();
         if opts.transport == Transport::Perf {
             // the ring buffer's bytes, shared out among the CPUs' perf buffers
             let ncpu = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1);
@@ -469,7 +511,7 @@ impl<'a> Output<'a> {
             let lost = counters.clone();
             let perf = libbpf_rs::PerfBufferBuilder::new(&skel.maps.events_perf)
                 .pages(pages)
-                .sample_cb(move |_cpu, data: &[u8]| deliver(data, &tx, &c, &st))
+                .sample_cb(move |_cpu, data: &[u8]| p.borrow_mut().record(data))
                 .lost_cb(move |_cpu, n| {
                     lost.perf_lost.fetch_add(n, Ordering::Relaxed);
                 })
@@ -480,7 +522,7 @@ impl<'a> Output<'a> {
         let mut builder = libbpf_rs::RingBufferBuilder::new();
         builder
             .add(&skel.maps.events, move |data: &[u8]| {
-                deliver(data, &tx, &c, &st);
+                p.borrow_mut().record(data);
                 0
             })
             .context("setting up the ring buffer")?;

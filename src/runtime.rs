@@ -82,7 +82,8 @@ fn store_stats<R>(out: &mut Vec<Stat>, table: &str, store: &Store<R>) {
 impl Runtime {
     pub fn start(settings: &Settings) -> Result<Runtime> {
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = crossbeam_channel::bounded(settings.queue_size);
+        // batches of up to BATCH_MAX records: at most queue_size records wait in the queue
+        let (tx, rx) = crossbeam_channel::bounded((settings.queue_size / probes::BATCH_MAX).max(1));
         // Attach first and seed from /proc after, so that no process falls between the two:
         // events of the meantime wait in the queue and are applied on top of the seed.
         let probes = probes::start(&settings.probes, tx, counters.clone())?;
