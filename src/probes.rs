@@ -779,26 +779,21 @@ fn load_socket(
                 .reuse_fd(process.maps.events.as_fd())
                 .context("sharing the ring buffer")?;
         }
-        open.maps
-            .events_perf
-            .reuse_fd(process.maps.events_perf.as_fd())
-            .context("sharing the perf buffers")?;
-        open.maps
-            .stats
-            .reuse_fd(process.maps.stats.as_fd())
-            .context("sharing the stats map")?;
-        open.maps
-            .entries
-            .reuse_fd(process.maps.entries.as_fd())
-            .context("sharing the syscall entry map")?;
         for (map, shared) in [
+            (&mut open.maps.events_perf, &process.maps.events_perf),
+            (&mut open.maps.stats, &process.maps.stats),
+            (&mut open.maps.entries, &process.maps.entries),
             (&mut open.maps.filter_uids, &process.maps.filter_uids),
             (&mut open.maps.filter_comms, &process.maps.filter_comms),
             (&mut open.maps.filter_cgroups, &process.maps.filter_cgroups),
             (&mut open.maps.muted, &process.maps.muted),
         ] {
-            map.reuse_fd(shared.as_fd())
-                .context("sharing the filter maps")?;
+            map.reuse_fd(shared.as_fd()).with_context(|| {
+                format!(
+                    "sharing the process probes' map {}",
+                    shared.name().to_string_lossy()
+                )
+            })?;
         }
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
             rodata.filters = opts.filters.bits();

@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -147,53 +145,18 @@ fn watch_names_the_container() {
     let Some(cg) = TestCgroup::create(&format!("libpod-{id}.scope")) else {
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
-        .args(["watch", "--json", "--stats-every", "0"])
-        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("watch");
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // wait until watch shows rows
-    let start = Instant::now();
-    'ready: loop {
-        let _ = Command::new("/bin/true").arg("watch-ready").status();
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
-            if line.contains("watch-ready") {
-                break 'ready;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "watch never showed a row"
-        );
-    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"));
+    cmd.env("OSQUERY_EBPF_CONFIG", "/dev/null");
+    let (mut w, ready) = WatchStream::start(cmd, "watch-ready");
+    assert!(ready.is_some(), "watch never showed a row");
     run_contained(&cg.inner, "watch-container-marker");
-    let start = Instant::now();
-    let row = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(15))
-            .expect("watch output");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json line");
-        if v["cmdline"] == "/bin/true watch-container-marker" && v["syscall"] == "execve" {
-            break v;
-        }
-        assert!(start.elapsed() < Duration::from_secs(15), "no marker row");
-    };
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    assert!(child.wait().expect("wait watch").success());
+    let row = w
+        .wait_row(Duration::from_secs(15), |v| {
+            v["cmdline"] == "/bin/true watch-container-marker" && v["syscall"] == "execve"
+        })
+        .expect("the marker row");
+    let (status, stderr) = w.stop();
+    assert!(status.success(), "{stderr}");
     assert_eq!(row["container_runtime"], "podman", "{row}");
     assert_eq!(row["container_id"], id.as_str(), "{row}");
     assert!(

@@ -647,6 +647,13 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A running `osquery-ebpf watch --json`, its rows read as they come.
+pub struct WatchStream {
+    child: std::process::Child,
+    rows: std::sync::mpsc::Receiver<serde_json::Value>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
 /// What a `watch` run printed.
 pub struct Watched {
     pub status: std::process::ExitStatus,
@@ -655,54 +662,89 @@ pub struct Watched {
     pub stderr: String,
 }
 
-/// Run `watch` and `/bin/true MARKER` every half second until the marker's row shows (or 60 s
-/// pass), then stop it with SIGTERM.
-pub fn watch_with_marker(mut cmd: Command, marker: &str) -> Watched {
-    let mut child = cmd
-        .args(["watch", "--json", "--stats-every", "0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn watch");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
-            if tx.send(line).is_err() {
+impl WatchStream {
+    /// Start `cmd watch --json` and wait until it shows rows: `/bin/true MARKER` runs every
+    /// half second until its row arrives (panics after 60 s). Returns the stream and that row.
+    pub fn start(mut cmd: Command, marker: &str) -> (WatchStream, Option<serde_json::Value>) {
+        let mut child = cmd
+            .args(["watch", "--json", "--stats-every", "0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn watch");
+        let (tx, rows) = std::sync::mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok)
+            {
+                let row = serde_json::from_str(&line).unwrap_or_default();
+                if tx.send(row).is_err() {
+                    break;
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(err), &mut s);
+            s
+        });
+        let mut w = WatchStream {
+            child,
+            rows,
+            stderr,
+        };
+        let want = format!("/bin/true {marker}");
+        let start = Instant::now();
+        let mut found = None;
+        while found.is_none() && start.elapsed() < Duration::from_secs(60) {
+            let _ = Command::new("/bin/true").arg(marker).status();
+            found = w.wait_row(Duration::from_millis(500), |r| {
+                r["cmdline"] == want.as_str()
+            });
+            if w.child.try_wait().ok().flatten().is_some() {
                 break;
             }
         }
-    });
-    let err = child.stderr.take().expect("stderr");
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut std::io::BufReader::new(err), &mut s);
-        s
-    });
-    let want = format!("/bin/true {marker}");
-    let start = Instant::now();
-    let mut found = None;
-    while found.is_none() && start.elapsed() < Duration::from_secs(60) {
-        let _ = Command::new("/bin/true").arg(marker).status();
-        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
-            let row: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if row["cmdline"] == want.as_str() {
-                found = Some(row);
-                break;
-            }
-        }
-        if child.try_wait().ok().flatten().is_some() {
-            break;
-        }
+        (w, found)
     }
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
-    let status = child.wait().expect("wait watch");
+
+    /// The next row for which `pred` holds, within `timeout`.
+    pub fn wait_row(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let end = Instant::now() + timeout;
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            match self.rows.recv_timeout(left) {
+                Ok(row) if pred(&row) => return Some(row),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Stop it with SIGTERM; returns its exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let status = self.child.wait().expect("wait watch");
+        (status, self.stderr.join().unwrap_or_default())
+    }
+}
+
+/// Run `watch` until the row of `/bin/true MARKER` shows (see [`WatchStream::start`]), then
+/// stop it.
+pub fn watch_with_marker(cmd: Command, marker: &str) -> Watched {
+    let (w, row) = WatchStream::start(cmd, marker);
+    let (status, stderr) = w.stop();
     Watched {
         status,
-        row: found,
-        stderr: stderr.join().unwrap_or_default(),
+        row,
+        stderr,
     }
 }
