@@ -107,10 +107,15 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 		return 0;
 	}
 
+	/* ring buffer: written in place; perf buffer: built in the scratch map, then copied */
 	__u32 zero = 0;
-	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
+	struct socket_event *ev;
+	if (use_perf)
+		ev = bpf_map_lookup_elem(&socket_scratch, &zero);
+	else
+		ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
 	if (!ev) {
-		stat_inc(STAT_SCRATCH_MISSING);
+		stat_inc(use_perf ? STAT_SCRATCH_MISSING : STAT_SOCKET_DROPPED);
 		return 0;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
@@ -142,10 +147,14 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 			ev->user_addr_len = len;
 		}
 	}
-	if (emit(ctx, ev, sizeof(*ev)))
-		stat_inc(STAT_SOCKET_DROPPED);
-	else
+	if (!use_perf) {
+		bpf_ringbuf_submit(ev, wakeup_flags());
 		stat_inc(STAT_SOCKET_EMITTED);
+	} else if (emit(ctx, ev, sizeof(*ev))) {
+		stat_inc(STAT_SOCKET_DROPPED);
+	} else {
+		stat_inc(STAT_SOCKET_EMITTED);
+	}
 	return 0;
 }
 
