@@ -128,23 +128,33 @@ fn reset_on_close(fd: std::os::fd::RawFd) {
 fn connect_storm(seconds: u64) -> (u64, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    // A deep accept queue (std listens with 128): an overflow drops the SYN and the client
+    // waits a second to retry, which made single rounds of this storm swing from 700 to
+    // 7,000 connects/s (TcpExtListenOverflows grew in every run).
+    // SAFETY: listen(2) again on our own listening socket only changes its backlog.
+    unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4096) };
     let stop = Arc::new(AtomicBool::new(false));
-    let s2 = stop.clone();
-    // A blocking acceptor: a non-blocking one would make every EAGAIN an accept row.
-    let acceptor = std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if s2.load(Ordering::Relaxed) {
-                break;
-            }
-            if let Ok(mut c) = conn {
-                // both ends: whichever closes first would otherwise hold the 4-tuple in
-                // TIME_WAIT for a minute, and later storms ran out of ports (431 connects/s
-                // in one run instead of ~7,000)
-                reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&c));
-                let _ = c.read(&mut [0u8; 1]);
-            }
-        }
-    });
+    // Blocking acceptors (a non-blocking one would make every EAGAIN an accept row), as many
+    // as there are clients, so that accepting keeps up.
+    const ACCEPTORS: usize = 2;
+    let acceptors: Vec<_> = (0..ACCEPTORS)
+        .map(|_| {
+            let (listener, stop) = (listener.try_clone().expect("clone listener"), stop.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(mut c) = conn {
+                        // both ends: whichever closes first would otherwise hold the 4-tuple
+                        // in TIME_WAIT for a minute, and later storms ran out of ports
+                        reset_on_close(std::os::fd::AsRawFd::as_raw_fd(&c));
+                        let _ = c.read(&mut [0u8; 1]);
+                    }
+                }
+            })
+        })
+        .collect();
     let ok = Arc::new(AtomicU64::new(0));
     let ok2 = ok.clone();
     storm(seconds, 2, move |_| {
@@ -156,8 +166,14 @@ fn connect_storm(seconds: u64) -> (u64, u16) {
     });
     let n = ok.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
-    let _ = TcpStream::connect(("127.0.0.1", port)); // wake the acceptor
-    let _ = acceptor.join();
+    // one connection per acceptor: each leaves at its next accept (any acceptor may take
+    // any of them, so all are made before joining)
+    for _ in 0..ACCEPTORS {
+        let _ = TcpStream::connect(("127.0.0.1", port));
+    }
+    for a in acceptors {
+        let _ = a.join();
+    }
     (n, port)
 }
 
