@@ -108,7 +108,19 @@ fn run(cli: Cli) -> Result<(), ExitError> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A bad flag or OSQUERY_EBPF_* value is an invalid setting: status 1, like one in the
+    // file (clap's own status, 2, is osquery's refused registration here).
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS // --help, --version
+            };
+        }
+    };
     logging::init(cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -227,6 +227,17 @@ fn invalid_settings_fail_before_anything_starts() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("argv_max"));
+
+    // a value the flag parser refuses is an invalid setting too (status 1, not clap's 2,
+    // which would read as a refused registration)
+    let out = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"))
+        .args(["schema"])
+        .env("OSQUERY_EBPF_TRANSPORT", "carrier-pigeon")
+        .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("carrier-pigeon"));
 }
 
 #[test]
