@@ -336,7 +336,7 @@ fn consumer(
         counters: counters.clone(),
         stop: stop.clone(),
     }));
-    let output = match Output::build(&process, &opts, &pending, &counters) {
+    let output = match Output::build(&process, &opts, &pending) {
         Ok(o) => o,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -499,7 +499,6 @@ impl<'a> Output<'a> {
         skel: &'a ProcessSkel<'_>,
         opts: &ProbeOptions,
         pending: &std::rc::Rc<std::cell::RefCell<Pending>>,
-        counters: &Arc<Counters>,
     ) -> Result<Output<'a>> {
         let p = pending.clone();
         if opts.transport == Transport::Perf {
@@ -508,7 +507,7 @@ impl<'a> Output<'a> {
             let page = procfs::page_size() as usize;
             let per_cpu = (opts.ring_buffer_bytes as usize / ncpu / page).max(8);
             let pages = 1usize << per_cpu.ilog2();
-            let lost = counters.clone();
+            let lost = pending.borrow().counters.clone();
             let perf = libbpf_rs::PerfBufferBuilder::new(&skel.maps.events_perf)
                 .pages(pages)
                 .sample_cb(move |_cpu, data: &[u8]| p.borrow_mut().record(data))

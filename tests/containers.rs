@@ -30,18 +30,10 @@ fn container_id(salt: u64) -> String {
 /// `sh` moves itself into `cgroup`, then runs `/bin/true MARKER` as pid 1 of new pid, net and
 /// mount namespaces. Returns the pid of the unshare process (the marker's parent).
 fn run_contained(cgroup: &std::path::Path, marker: &str) -> u32 {
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(format!(
-            "echo 0 > {}/cgroup.procs && exec unshare --pid --net --mount --fork /bin/true {marker}",
-            cgroup.display()
-        ))
-        .spawn()
-        .expect("spawn sh");
-    let pid = child.id();
-    let st = child.wait().expect("wait");
-    assert!(st.success(), "contained workload: {st}");
-    pid
+    run_to_end(Command::new("/bin/sh").arg("-c").arg(format!(
+        "echo 0 > {}/cgroup.procs && exec unshare --pid --net --mount --fork /bin/true {marker}",
+        cgroup.display()
+    )))
 }
 
 #[test]

@@ -8,18 +8,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-fn run(cmd: &mut Command) -> u32 {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id();
-    let out = child.wait().expect("wait");
-    assert!(out.success(), "{cmd:?}: {out}");
-    pid
-}
-
 #[test]
 fn excluded_events_are_left_out_in_the_kernel_and_counted() {
     if !require_root() {
@@ -68,22 +56,25 @@ fn excluded_events_are_left_out_in_the_kernel_and_counted() {
     let before = stats(&mut h);
 
     // Excluded: by comm, by uid, by path (exec, fork, the child's exit, sockets), by cgroup.
-    let by_comm = run(Command::new(&comm_true).arg("comm-marker"));
-    let by_uid = run(Command::new("/bin/true")
-        .arg("uid-marker")
-        .uid(4242)
-        .gid(4242));
-    let by_path = run(Command::new(&excluded_workload).arg("fork"));
+    let by_comm = run_to_end(Command::new(&comm_true).arg("comm-marker"));
+    let by_uid = run_to_end(
+        Command::new("/bin/true")
+            .arg("uid-marker")
+            .uid(4242)
+            .gid(4242),
+    );
+    let by_path = run_to_end(Command::new(&excluded_workload).arg("fork"));
     let port = 20000 + (std::process::id() % 20000) as u16;
     let mut server = Command::new(&excluded_workload)
         .args(["tcp-server", "127.0.0.1", &port.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn excluded server");
-    let client = run(Command::new(workload()).args(["tcp-client", "127.0.0.1", &port.to_string()]));
+    let client =
+        run_to_end(Command::new(workload()).args(["tcp-client", "127.0.0.1", &port.to_string()]));
     assert!(server.wait().expect("server").success());
     let by_cgroup = cgroup.as_ref().map(|cg| {
-        run(Command::new("/bin/sh").arg("-c").arg(format!(
+        run_to_end(Command::new("/bin/sh").arg("-c").arg(format!(
             "echo $$ > {}/cgroup.procs && exec /bin/true cgroup-marker",
             cg.inner.display()
         )))

@@ -748,3 +748,17 @@ pub fn watch_with_marker(cmd: Command, marker: &str) -> Watched {
         stderr,
     }
 }
+
+/// Run `cmd` to completion (stdout discarded into a pipe); panics unless it succeeds. Returns
+/// its pid.
+pub fn run_to_end(cmd: &mut Command) -> u32 {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let st = child.wait().expect("wait");
+    assert!(st.success(), "{cmd:?}: {st}");
+    pid
+}
