@@ -169,6 +169,16 @@ pub enum Endpoint {
     Unix(Vec<u8>),
 }
 
+impl Endpoint {
+    /// The port of an IP endpoint, 0 for others.
+    pub fn port(&self) -> u16 {
+        match self {
+            Endpoint::Inet(_, port) => *port,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketEvent {
     pub hdr: Header,

@@ -50,6 +50,11 @@ impl Counters {
                 "process-termination records received",
             ),
             (
+                "socket_received",
+                g(&self.socket_received),
+                "socket records received",
+            ),
+            (
                 "decode_errors",
                 g(&self.decode_errors),
                 "records that could not be decoded",

@@ -117,39 +117,67 @@ pub fn create_statement(name: &str, columns: &[Column]) -> String {
 pub trait TableRow: Send + Sync + 'static {
     const COLUMNS: &'static [Column];
     fn pid(&self) -> u32;
-    /// The cells of the columns `q` uses (time and eid are added from the store entry).
-    fn cells(&self, q: &Query, put: &mut dyn FnMut(&str, String));
+    /// The text of column `i` of `COLUMNS`; `time` and `eid` come from the store entry.
+    fn cell(&self, i: usize) -> String;
 }
 
-/// The cells of a stored row, for the columns `q` uses.
-pub fn cells<R: TableRow>(e: &Entry<R>, q: &Query) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let mut put = |k: &str, v: String| {
-        if q.uses(k) {
-            m.insert(k.to_string(), v);
+fn num(v: impl itoa::Integer) -> String {
+    itoa::Buffer::new().format(v).to_owned()
+}
+
+/// Which columns of `R` a query asks for, in name order (the order of a row's map, so that
+/// each row's map is built from sorted cells without a search per cell).
+pub struct Layout<R> {
+    cols: Vec<(usize, &'static str)>,
+    row: std::marker::PhantomData<fn(&R)>,
+}
+
+impl<R: TableRow> Layout<R> {
+    pub fn new(q: &Query) -> Self {
+        let mut cols: Vec<(usize, &'static str)> = R::COLUMNS
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| q.uses(c.0))
+            .map(|(i, c)| (i, c.0))
+            .collect();
+        cols.sort_by_key(|c| c.1);
+        Layout {
+            cols,
+            row: std::marker::PhantomData,
         }
-    };
-    e.row.cells(q, &mut put);
-    put("time", e.time.to_string());
-    put("eid", e.eid.to_string());
-    m
+    }
+
+    /// The cells of a stored row.
+    pub fn cells(&self, e: &Entry<R>) -> BTreeMap<String, String> {
+        self.cols
+            .iter()
+            .map(|&(i, name)| {
+                let v = match name {
+                    "time" => num(e.time),
+                    "eid" => num(e.eid),
+                    _ => e.row.cell(i),
+                };
+                (name.to_string(), v)
+            })
+            .collect()
+    }
 }
 
-/// The cells both tables share.
-fn base_cells(b: &RowBase, put: &mut dyn FnMut(&str, String)) {
-    for (name, v) in ["tid", "pid", "parent", "uid", "gid"]
-        .iter()
-        .zip([b.tid, b.pid, b.parent, b.uid, b.gid])
-    {
-        put(name, v.to_string());
+/// The cells of columns 0 to 9, which both tables share (tid to path).
+fn base_cell(b: &RowBase, i: usize) -> String {
+    match i {
+        0 => num(b.tid),
+        1 => num(b.pid),
+        2 => num(b.parent),
+        3 => num(b.uid),
+        4 => num(b.gid),
+        5 => num(b.cid),
+        6 => num(b.exit_code),
+        7 => num(u8::from(b.probe_error)),
+        8 => b.syscall.name().to_string(),
+        9 => b.path.to_string(),
+        _ => String::new(),
     }
-    put("cid", b.cid.to_string());
-    put("exit_code", b.exit_code.to_string());
-    put("probe_error", u8::from(b.probe_error).to_string());
-    put("syscall", b.syscall.name().to_string());
-    put("path", b.path.to_string());
-    put("duration", b.duration.to_string());
-    put("ntime", b.ntime.to_string());
 }
 
 impl TableRow for ProcessRow {
@@ -159,14 +187,14 @@ impl TableRow for ProcessRow {
         self.base.pid
     }
 
-    fn cells(&self, q: &Query, put: &mut dyn FnMut(&str, String)) {
-        base_cells(&self.base, put);
-        put("cwd", self.cwd.to_string());
-        if q.uses("cmdline") {
-            put("cmdline", cmdline(&self.args));
-        }
-        if q.uses("json_cmdline") {
-            put("json_cmdline", json_cmdline(&self.args));
+    fn cell(&self, i: usize) -> String {
+        match i {
+            10 => self.cwd.to_string(),
+            11 => cmdline(&self.args),
+            12 => num(self.base.duration),
+            13 => json_cmdline(&self.args),
+            14 => num(self.base.ntime),
+            _ => base_cell(&self.base, i),
         }
     }
 }
@@ -178,19 +206,20 @@ impl TableRow for SocketRow {
         self.base.pid
     }
 
-    fn cells(&self, _q: &Query, put: &mut dyn FnMut(&str, String)) {
-        base_cells(&self.base, put);
-        let r = self;
-        put("fd", r.fd.to_string());
-        put("family", r.family.to_string());
-        put("type", r.sock_type.to_string());
-        put("protocol", r.protocol.to_string());
-        let (local_address, local_port) = endpoint_text(&r.local);
-        let (remote_address, remote_port) = endpoint_text(&r.remote);
-        put("local_address", local_address);
-        put("remote_address", remote_address);
-        put("local_port", local_port.to_string());
-        put("remote_port", remote_port.to_string());
+    fn cell(&self, i: usize) -> String {
+        match i {
+            10 => num(self.fd),
+            11 => num(self.family),
+            12 => num(self.sock_type),
+            13 => num(self.protocol),
+            14 => endpoint_text(&self.local).0,
+            15 => endpoint_text(&self.remote).0,
+            16 => num(self.local.port()),
+            17 => num(self.remote.port()),
+            18 => num(self.base.duration),
+            19 => num(self.base.ntime),
+            _ => base_cell(&self.base, i),
+        }
     }
 }
 
@@ -210,7 +239,8 @@ impl<R: TableRow> EventTable<R> {
         let selected = self.store.select(unix_now(), |e| {
             q.time_matches(e.time) && q.pid_matches(e.row.pid())
         });
-        selected.iter().map(|e| cells(e, q)).collect()
+        let layout = Layout::new(q);
+        selected.iter().map(|e| layout.cells(e)).collect()
     }
 }
 
@@ -413,6 +443,68 @@ mod tests {
             .message
             .unwrap_or_default()
             .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn cells_are_named_by_their_columns_and_only_those_used() {
+        use crate::event::Endpoint;
+        let sock = SocketRow {
+            base: row(7).base,
+            fd: 3,
+            family: 2,
+            sock_type: 1,
+            protocol: 6,
+            local: Endpoint::Inet([127, 0, 0, 1].into(), 40000),
+            remote: Endpoint::Inet([10, 0, 0, 2].into(), 443),
+        };
+        let e = Entry {
+            eid: 11,
+            time: 1_700_000_000,
+            row: sock,
+        };
+        let all = Layout::<SocketRow>::new(&Query::default()).cells(&e);
+        let want = [
+            ("tid", "7"),
+            ("pid", "7"),
+            ("parent", "1"),
+            ("uid", "0"),
+            ("gid", "0"),
+            ("cid", "9"),
+            ("exit_code", "-2"),
+            ("probe_error", "0"),
+            ("syscall", "execve"),
+            ("path", "/bin/x"),
+            ("fd", "3"),
+            ("family", "2"),
+            ("type", "1"),
+            ("protocol", "6"),
+            ("local_address", "127.0.0.1"),
+            ("remote_address", "10.0.0.2"),
+            ("local_port", "40000"),
+            ("remote_port", "443"),
+            ("duration", "10"),
+            ("ntime", "123"),
+            ("time", "1700000000"),
+            ("eid", "11"),
+        ];
+        assert_eq!(all.len(), SOCKET_COLUMNS.len());
+        for (k, v) in want {
+            assert_eq!(all[k], v, "column {k}");
+        }
+        let q = parse_context(r#"{"colsUsed":["remote_port","pid","eid"]}"#).expect("ctx");
+        let some = Layout::<SocketRow>::new(&q).cells(&e);
+        assert_eq!(
+            some.into_iter().collect::<Vec<_>>(),
+            [("eid", "11"), ("pid", "7"), ("remote_port", "443")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let p = Layout::<ProcessRow>::new(&Query::default()).cells(&Entry {
+            eid: 1,
+            time: 2,
+            row: row(5),
+        });
+        assert_eq!((p["cwd"].as_str(), p["duration"].as_str()), ("/", "10"));
+        assert_eq!(p["ntime"], "123");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::containers::Cgroups;
 use crate::pipeline::unix_now;
 use crate::runtime::{Runtime, Stat};
 use crate::store::Store;
-use crate::tables::{cells, TableRow};
+use crate::tables::{Layout, TableRow};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
@@ -76,11 +76,11 @@ fn print_new<R: TableRow>(
     last_eid: &mut u64,
     json: bool,
 ) -> std::io::Result<()> {
-    let all = Query::default();
+    let layout = Layout::<R>::new(&Query::default());
     let seen = *last_eid;
     for e in store.select(unix_now(), |e| e.eid > seen) {
         *last_eid = e.eid;
-        let cells = cells(&e, &all);
+        let cells = layout.cells(&e);
         // the cgroup and container behind cid, as bpf_process_containers_v2 gives them
         let cgroup = cells
             .get("cid")

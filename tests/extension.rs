@@ -292,9 +292,17 @@ fn stats_table_shows_every_counter() {
     }
     let mut h = Harness::start(&[("OSQUERY_EBPF_RING_BUFFER_SIZE", "1048576")]);
     h.exec_true(&["stats-test"]); // its row is served, so it was received
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _c = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+    h.exec_true(&["stats-test-after-connect"]); // one ordered ring: the connect came first
     let s = stats(&mut h);
-    assert!(s["exec_received"] > 0, "{s:?}");
-    assert!(s["kernel_exec_emitted"] >= s["exec_received"], "{s:?}");
+    for kind in ["exec", "fork", "exit", "socket"] {
+        let (got, sent) = (
+            s[&format!("{kind}_received")],
+            s[&format!("kernel_{kind}_emitted")],
+        );
+        assert!(got > 0 && sent >= got, "{kind}: {s:?}");
+    }
     assert_eq!(s["ring_buffer_size"], 1 << 20);
     assert!(s["probes_attached"] >= 20, "{s:?}");
     assert_eq!(s["probes_failed"], 0);
