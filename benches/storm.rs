@@ -4,7 +4,7 @@
 //! counter, the extension's CPU per event and peak RSS, per-program BPF cost, event-to-row
 //! latency, and `generate` latency. Needs root.
 //!
-//!     sudo cargo bench --bench storm -- [--seconds 10] [--rounds 3] [--json PATH]
+//!     sudo cargo bench --bench storm -- [--seconds 10] [--rounds 3] [--json PATH] [--only exec|connect]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -26,6 +26,8 @@ struct Opts {
     seconds: u64,
     rounds: usize,
     json: String,
+    /// Run one storm only (more rounds in the same time when one ratio is in question).
+    only: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -33,6 +35,7 @@ fn opts() -> Opts {
         seconds: 10,
         rounds: 3,
         json: "target/storm.json".into(),
+        only: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -41,6 +44,7 @@ fn opts() -> Opts {
             "--seconds" => o.seconds = args[i + 1].parse().expect("--seconds N"),
             "--rounds" => o.rounds = args[i + 1].parse().expect("--rounds N"),
             "--json" => o.json = args[i + 1].clone(),
+            "--only" => o.only = Some(args[i + 1].clone()),
             _ => {
                 i += 1;
                 continue;
@@ -273,10 +277,19 @@ fn main() {
             let cpu0 = ext_pid.map(cpu_ns).unwrap_or(0);
             let bpf0 = bpf_costs();
             let t = Instant::now();
-            let execs = exec_storm(o.seconds, &marker);
+            let run = |kind: &str| o.only.as_deref().is_none_or(|k| k == kind);
+            let execs = if run("exec") {
+                exec_storm(o.seconds, &marker)
+            } else {
+                0
+            };
             let exec_rate = execs as f64 / t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let (connects, port) = connect_storm(o.seconds);
+            let (connects, port) = if run("connect") {
+                connect_storm(o.seconds)
+            } else {
+                (0, 0)
+            };
             let connect_rate = connects as f64 / t.elapsed().as_secs_f64();
             let label = if with { "with" } else { "without" };
             rate.entry(("exec", label)).or_default().push(exec_rate);
@@ -407,6 +420,11 @@ fn main() {
     for (n, ns) in &bpf {
         println!("  {n:<18} {ns:>8.0}");
     }
+    let (runs, ns) = bpf_total
+        .values()
+        .fold((0u64, 0u64), |(c, n), &(c1, n1)| (c + c1, n + n1));
+    let bpf_avg = ns as f64 / runs.max(1) as f64;
+    println!("  {:<18} {bpf_avg:>8.0}", "all, by runs");
     report.insert("rounds".into(), json!(o.rounds));
     report.insert("seconds".into(), json!(o.seconds));
     report.insert("found".into(), Value::Array(found));
@@ -419,6 +437,7 @@ fn main() {
     report.insert("generate_full_rows".into(), json!(gen_full_rows));
     report.insert("generate_narrow_ms".into(), json!(gen_narrow_ms));
     report.insert("bpf_ns_per_run".into(), json!(bpf));
+    report.insert("bpf_ns_per_run_all".into(), json!(bpf_avg));
     let text = serde_json::to_string_pretty(&Value::Object(report)).expect("json");
     if let Some(dir) = std::path::Path::new(&o.json).parent() {
         let _ = std::fs::create_dir_all(dir);
