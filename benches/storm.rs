@@ -324,7 +324,9 @@ fn main() {
                 .generate(SOCKET_TABLE, &context(&["syscall", "remote_port"], &[]));
             let connect_rows = srows
                 .iter()
-                .filter(|r| r["syscall"] == "connect" && r["remote_port"] == port.to_string())
+                .filter(|r| {
+                    port != 0 && r["syscall"] == "connect" && r["remote_port"] == port.to_string()
+                })
                 .count();
             let st = stats(h);
             let events = st.get("exec_received").copied().unwrap_or(0)
