@@ -264,7 +264,12 @@ fn main() {
     );
     let status = ext.wait().expect("wait extension");
     check(status.success(), format!("extension exit: {status}"));
-    let log: Vec<String> = erx.try_iter().collect();
+    // every line up to the end of its stderr: the reader thread may still be forwarding the
+    // last ones (the final stats line) when wait() returns
+    let mut log = Vec::new();
+    while let Ok(line) = erx.recv_timeout(Duration::from_secs(10)) {
+        log.push(line);
+    }
     let stats: BTreeMap<String, u64> = log
         .iter()
         .rev()
