@@ -78,12 +78,7 @@ fn container_rows_map_cid_to_cgroup_and_container() {
     assert_eq!(row["parent"], unshare.to_string(), "{row:?}");
     assert_ne!(row["pid"], "1", "pids are host pids, not the namespace's");
     assert_eq!(row["cid"], cid.to_string(), "{row:?}");
-    assert_eq!(
-        row["path"],
-        std::fs::canonicalize("/bin/true")
-            .unwrap()
-            .to_string_lossy()
-    );
+    assert_eq!(row["path"], bin_true_path());
     // the unshare process's own fork is in the same cgroup
     let forks = h.rows_for_pid(unshare, |r| {
         find(r, "clone").is_some() || find(r, "fork").is_some()

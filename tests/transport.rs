@@ -16,12 +16,7 @@ fn the_perf_buffer_transport_delivers_the_same_rows() {
     let mut h = Harness::start(&[("OSQUERY_EBPF_TRANSPORT", "perf")]);
     let (pid, exec) = h.exec_true(&["perf-transport", "two words"]);
     assert_eq!(exec["cmdline"], "/bin/true perf-transport 'two words'");
-    assert_eq!(
-        exec["path"],
-        std::fs::canonicalize("/bin/true")
-            .unwrap()
-            .to_string_lossy()
-    );
+    assert_eq!(exec["path"], bin_true_path());
     assert_eq!(exec["parent"], std::process::id().to_string());
     let rows = h.rows_for_pid(pid, |r| find(r, "exit_group").is_some());
     assert_eq!(

@@ -555,6 +555,15 @@ impl Harness {
     }
 }
 
+/// The `path` column of an exec of /bin/true: the binary behind any symlinks (/bin is a link
+/// to /usr/bin on merged-/usr systems).
+pub fn bin_true_path() -> String {
+    std::fs::canonicalize("/bin/true")
+        .expect("/bin/true")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// CLOCK_BOOTTIME now, in ns (the probes' clock).
 pub fn boot_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).expect("clock");
