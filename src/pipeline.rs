@@ -92,19 +92,19 @@ impl Row {
 
 /// Address text: IPv4 dotted, IPv6 in RFC 5952 form (IPv4-mapped as ::ffff:a.b.c.d), a Unix
 /// path as it is, an abstract Unix name with a leading '@' (NULs inside it shown as '@').
-pub fn endpoint_text(e: &Endpoint) -> (String, u16) {
+pub fn endpoint_text(e: &Endpoint) -> String {
     match e {
-        Endpoint::None => (String::new(), 0),
-        Endpoint::Inet(ip, port) => (ip.to_string(), *port),
+        Endpoint::None => String::new(),
+        Endpoint::Inet(ip, _) => ip.to_string(),
         Endpoint::Unix(name) => match name.split_first() {
             Some((0, rest)) => {
                 let t: String = text(rest)
                     .chars()
                     .map(|c| if c == '\0' { '@' } else { c })
                     .collect();
-                (format!("@{t}"), 0)
+                format!("@{t}")
             }
-            _ => (text(name), 0),
+            _ => text(name),
         },
     }
 }
@@ -438,8 +438,12 @@ mod tests {
             panic!("not a socket row");
         };
         assert_eq!(
-            (endpoint_text(&r.remote), endpoint_text(&r.local).0),
-            (("127.0.0.1".to_string(), 9), String::new())
+            (
+                endpoint_text(&r.remote),
+                r.remote.port(),
+                endpoint_text(&r.local)
+            ),
+            ("127.0.0.1".to_string(), 9, String::new())
         );
         assert_eq!(
             (&*r.base.path, r.base.exit_code, r.family),
@@ -453,7 +457,7 @@ mod tests {
             panic!("not a socket row");
         };
         assert_eq!(
-            endpoint_text(&r.remote).0,
+            endpoint_text(&r.remote),
             "10.1.1.1",
             "the kernel's view wins"
         );
@@ -463,24 +467,34 @@ mod tests {
         ) else {
             panic!("not a socket row");
         };
-        assert_eq!(endpoint_text(&r.local), ("127.0.0.1".to_string(), 9));
+        assert_eq!(
+            (endpoint_text(&r.local), r.local.port()),
+            ("127.0.0.1".to_string(), 9)
+        );
     }
 
     #[test]
     fn endpoint_texts() {
         let v6 = Endpoint::Inet("::ffff:127.0.0.1".parse().expect("ip"), 1);
-        assert_eq!(endpoint_text(&v6), ("::ffff:127.0.0.1".to_string(), 1));
-        let v6 = Endpoint::Inet("2001:db8:0:0:1:0:0:1".parse().expect("ip"), 2);
-        assert_eq!(endpoint_text(&v6).0, "2001:db8::1:0:0:1");
         assert_eq!(
-            endpoint_text(&Endpoint::Unix(b"\0name\0x".to_vec())).0,
+            (endpoint_text(&v6), v6.port()),
+            ("::ffff:127.0.0.1".to_string(), 1)
+        );
+        let v6 = Endpoint::Inet("2001:db8:0:0:1:0:0:1".parse().expect("ip"), 2);
+        assert_eq!(endpoint_text(&v6), "2001:db8::1:0:0:1");
+        assert_eq!(
+            endpoint_text(&Endpoint::Unix(b"\0name\0x".to_vec())),
             "@name@x"
         );
+        let unix = Endpoint::Unix(b"/run/a.sock".to_vec());
         assert_eq!(
-            endpoint_text(&Endpoint::Unix(b"/run/a.sock".to_vec())),
+            (endpoint_text(&unix), unix.port()),
             ("/run/a.sock".to_string(), 0)
         );
-        assert_eq!(endpoint_text(&Endpoint::None), (String::new(), 0));
+        assert_eq!(
+            (endpoint_text(&Endpoint::None), Endpoint::None.port()),
+            (String::new(), 0)
+        );
     }
 
     #[test]

@@ -125,22 +125,37 @@ fn num(v: impl itoa::Integer) -> String {
     itoa::Buffer::new().format(v).to_owned()
 }
 
+/// Where a cell's value comes from: the store entry, or the row itself.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Time,
+    Eid,
+    Row(usize),
+}
+
 /// Which columns of `R` a query asks for, in name order (the order of a row's map, so that
 /// each row's map is built from sorted cells without a search per cell).
 pub struct Layout<R> {
-    cols: Vec<(usize, &'static str)>,
+    cols: Vec<(&'static str, Source)>,
     row: std::marker::PhantomData<fn(&R)>,
 }
 
 impl<R: TableRow> Layout<R> {
     pub fn new(q: &Query) -> Self {
-        let mut cols: Vec<(usize, &'static str)> = R::COLUMNS
+        let mut cols: Vec<(&'static str, Source)> = R::COLUMNS
             .iter()
             .enumerate()
             .filter(|(_, c)| q.uses(c.0))
-            .map(|(i, c)| (i, c.0))
+            .map(|(i, c)| {
+                let source = match c.0 {
+                    "time" => Source::Time,
+                    "eid" => Source::Eid,
+                    _ => Source::Row(i),
+                };
+                (c.0, source)
+            })
             .collect();
-        cols.sort_by_key(|c| c.1);
+        cols.sort_by_key(|c| c.0);
         Layout {
             cols,
             row: std::marker::PhantomData,
@@ -151,11 +166,11 @@ impl<R: TableRow> Layout<R> {
     pub fn cells(&self, e: &Entry<R>) -> BTreeMap<String, String> {
         self.cols
             .iter()
-            .map(|&(i, name)| {
-                let v = match name {
-                    "time" => num(e.time),
-                    "eid" => num(e.eid),
-                    _ => e.row.cell(i),
+            .map(|&(name, source)| {
+                let v = match source {
+                    Source::Time => num(e.time),
+                    Source::Eid => num(e.eid),
+                    Source::Row(i) => e.row.cell(i),
                 };
                 (name.to_string(), v)
             })
@@ -212,8 +227,8 @@ impl TableRow for SocketRow {
             11 => num(self.family),
             12 => num(self.sock_type),
             13 => num(self.protocol),
-            14 => endpoint_text(&self.local).0,
-            15 => endpoint_text(&self.remote).0,
+            14 => endpoint_text(&self.local),
+            15 => endpoint_text(&self.remote),
             16 => num(self.local.port()),
             17 => num(self.remote.port()),
             18 => num(self.base.duration),
