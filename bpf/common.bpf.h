@@ -10,9 +10,31 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "events.h"
+#include "syscall.bpf.h"
 
 #define AT_FDCWD_VALUE -100
 #define PF_KTHREAD_FLAG 0x00200000
+
+/*
+ * Which per-CPU scratch slot a program uses. Tracepoint programs (tp/, tp_btf/) run with
+ * preemption disabled and never nest on one CPU; trampoline programs run with only migration
+ * disabled and may be preempted by a tracepoint program of another task on the same CPU, so
+ * they get slots of their own, guarded by a busy mark against each other.
+ */
+enum scratch_slot {
+	SLOT_TRACEPOINT = 0,
+	SLOT_TRAMPOLINE = 1,
+};
+
+/* The number of possible CPUs (set by user space before load): scratch arrays have one slot
+ * of each kind per CPU. */
+const volatile __u32 nr_cpus = 1;
+
+static __always_inline __u32 scratch_index(enum scratch_slot slot)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	return slot == SLOT_TRAMPOLINE ? cpu + nr_cpus : cpu;
+}
 
 /* The ring buffer; its size is set by user space before load. */
 struct {

@@ -67,6 +67,7 @@ enum stat_id {
 	STAT_EXIT_FILTERED,
 	STAT_SOCKET_FILTERED,
 	STAT_MUTED_MAP_FULL,  /* a process matching exclude_paths could not be remembered */
+	STAT_SCRATCH_BUSY,    /* a trampoline program found its scratch slot in use: record lost */
 	STAT_MAX,
 };
 

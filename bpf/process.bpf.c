@@ -32,11 +32,11 @@ struct exec_scratch {
 	struct path_prefix_key key; /* the executable's path, looked up in filter_paths */
 	char key_pad[PATH_PREFIX_CAP]; /* room for the masked copy length the verifier sees */
 	__u32 argv_off; /* running offset of the failed-exec argv copy */
-	__u32 _pad;
+	__u32 busy;     /* a trampoline program is building a record here (SLOT_TRAMPOLINE) */
 };
 
-/* One scratch area per CPU (an ARRAY sized to the CPU count by user space: PERCPU_ARRAY
- * values are capped at 32 KiB). Tracepoint programs do not nest on one CPU. */
+/* Two scratch areas per CPU, one per enum scratch_slot (an ARRAY sized to twice the CPU count
+ * by user space: PERCPU_ARRAY values are capped at 32 KiB). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -54,13 +54,30 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } filter_paths SEC(".maps");
 
-static __always_inline struct exec_scratch *get_scratch(void)
+/* This CPU's scratch area of kind `slot`; release it with put_scratch. NULL (counted) when
+ * there is none, or when a preempted trampoline program of another task holds it. */
+static __always_inline struct exec_scratch *get_scratch(enum scratch_slot slot)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct exec_scratch *s = bpf_map_lookup_elem(&exec_scratch, &cpu);
-	if (!s)
+	__u32 idx = scratch_index(slot);
+	struct exec_scratch *s = bpf_map_lookup_elem(&exec_scratch, &idx);
+	if (!s) {
 		stat_inc(STAT_SCRATCH_MISSING);
+		return 0;
+	}
+	if (slot == SLOT_TRAMPOLINE) {
+		if (s->busy) {
+			stat_inc(STAT_SCRATCH_BUSY);
+			return 0;
+		}
+		s->busy = 1;
+	}
 	return s;
+}
+
+static __always_inline void put_scratch(struct exec_scratch *s, enum scratch_slot slot)
+{
+	if (slot == SLOT_TRAMPOLINE)
+		s->busy = 0;
 }
 
 /*
@@ -205,64 +222,145 @@ static __always_inline __u32 argv_limit(void)
 	return max;
 }
 
-/* ---- syscall entries ---- */
+/* ---- syscall entries: the name, start time and arguments on_exec, on_fork, on_exit and
+ * failed_exec read back ---- */
+
+static __always_inline void enter_execve(__u64 filename, __u64 argv)
+{
+	remember_entry(SC_EXECVE, filename, argv, (__u64)(__s64)AT_FDCWD_VALUE, 0, 0);
+}
+
+/* stored as execve's: filename, argv, dirfd, flags */
+static __always_inline void enter_execveat(__u64 dirfd, __u64 filename, __u64 argv, __u64 flags)
+{
+	remember_entry(SC_EXECVEAT, filename, argv, dirfd, flags, 0);
+}
+
+static __always_inline void enter_clone3(__u64 uargs)
+{
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)uargs);
+	remember_entry(SC_CLONE3, flags, 0, 0, 0, 0);
+}
+
+/* The tracepoint set. */
 
 SEC("tp/syscalls/sys_enter_execve")
-int enter_execve(struct trace_event_raw_sys_enter *ctx)
+int enter_execve_tp(struct trace_event_raw_sys_enter *ctx)
 {
-	remember_entry(SC_EXECVE, ctx->args[0], ctx->args[1], (__u64)(__s64)AT_FDCWD_VALUE, 0, 0);
+	enter_execve(ctx->args[0], ctx->args[1]);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_enter_execveat")
-int enter_execveat(struct trace_event_raw_sys_enter *ctx)
+int enter_execveat_tp(struct trace_event_raw_sys_enter *ctx)
 {
-	/* stored as execve's: filename, argv, dirfd, flags */
-	remember_entry(SC_EXECVEAT, ctx->args[1], ctx->args[2], ctx->args[0], ctx->args[4], 0);
+	enter_execveat(ctx->args[0], ctx->args[1], ctx->args[2], ctx->args[4]);
 	return 0;
 }
 
+#if HAVE_FORK_SYSCALLS
 SEC("tp/syscalls/sys_enter_fork")
-int enter_fork(struct trace_event_raw_sys_enter *ctx)
+int enter_fork_tp(struct trace_event_raw_sys_enter *ctx)
 {
 	remember_entry(SC_FORK, 0, 0, 0, 0, 0);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_enter_vfork")
-int enter_vfork(struct trace_event_raw_sys_enter *ctx)
+int enter_vfork_tp(struct trace_event_raw_sys_enter *ctx)
 {
 	remember_entry(SC_VFORK, 0, 0, 0, 0, 0);
 	return 0;
 }
+#endif
 
 SEC("tp/syscalls/sys_enter_clone")
-int enter_clone(struct trace_event_raw_sys_enter *ctx)
+int enter_clone_tp(struct trace_event_raw_sys_enter *ctx)
 {
 	remember_entry(SC_CLONE, ctx->args[0], 0, 0, 0, 0);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_enter_clone3")
-int enter_clone3(struct trace_event_raw_sys_enter *ctx)
+int enter_clone3_tp(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 flags = 0;
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[0]);
-	remember_entry(SC_CLONE3, flags, 0, 0, 0, 0);
+	enter_clone3(ctx->args[0]);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_enter_exit")
-int enter_exit(struct trace_event_raw_sys_enter *ctx)
+int enter_exit_tp(struct trace_event_raw_sys_enter *ctx)
 {
 	remember_entry(SC_EXIT, ctx->args[0], 0, 0, 0, 0);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_enter_exit_group")
-int enter_exit_group(struct trace_event_raw_sys_enter *ctx)
+int enter_exit_group_tp(struct trace_event_raw_sys_enter *ctx)
 {
 	remember_entry(SC_EXIT_GROUP, ctx->args[0], 0, 0, 0, 0);
+	return 0;
+}
+
+/* The trampoline set: the same entries, from the syscall wrappers' pt_regs. */
+
+SEC("fentry/" SYSCALL_WRAPPER(execve))
+int BPF_PROG(enter_execve_fe, struct pt_regs *regs)
+{
+	enter_execve(SYSCALL_ARG1(regs), SYSCALL_ARG2(regs));
+	return 0;
+}
+
+SEC("fentry/" SYSCALL_WRAPPER(execveat))
+int BPF_PROG(enter_execveat_fe, struct pt_regs *regs)
+{
+	enter_execveat(SYSCALL_ARG1(regs), SYSCALL_ARG2(regs), SYSCALL_ARG3(regs),
+		       SYSCALL_ARG5(regs));
+	return 0;
+}
+
+#if HAVE_FORK_SYSCALLS
+SEC("fentry/" SYSCALL_WRAPPER(fork))
+int BPF_PROG(enter_fork_fe, struct pt_regs *regs)
+{
+	remember_entry(SC_FORK, 0, 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("fentry/" SYSCALL_WRAPPER(vfork))
+int BPF_PROG(enter_vfork_fe, struct pt_regs *regs)
+{
+	remember_entry(SC_VFORK, 0, 0, 0, 0, 0);
+	return 0;
+}
+#endif
+
+SEC("fentry/" SYSCALL_WRAPPER(clone))
+int BPF_PROG(enter_clone_fe, struct pt_regs *regs)
+{
+	remember_entry(SC_CLONE, SYSCALL_ARG1(regs), 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("fentry/" SYSCALL_WRAPPER(clone3))
+int BPF_PROG(enter_clone3_fe, struct pt_regs *regs)
+{
+	enter_clone3(SYSCALL_ARG1(regs));
+	return 0;
+}
+
+SEC("fentry/" SYSCALL_WRAPPER(exit))
+int BPF_PROG(enter_exit_fe, struct pt_regs *regs)
+{
+	remember_entry(SC_EXIT, SYSCALL_ARG1(regs), 0, 0, 0, 0);
+	return 0;
+}
+
+SEC("fentry/" SYSCALL_WRAPPER(exit_group))
+int BPF_PROG(enter_exit_group_fe, struct pt_regs *regs)
+{
+	remember_entry(SC_EXIT_GROUP, SYSCALL_ARG1(regs), 0, 0, 0, 0);
 	return 0;
 }
 
@@ -273,7 +371,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 {
 	struct syscall_entry entry = {};
 	__u64 now = now_boot_ns();
-	struct exec_scratch *s = get_scratch();
+	struct exec_scratch *s = get_scratch(SLOT_TRACEPOINT);
 	if (!s)
 		return 0;
 
@@ -334,12 +432,15 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	return 0;
 }
 
-/* A failed exec returns to the caller: report it with the caller's argv and filename. */
-static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
+/*
+ * A failed exec returns to the caller: report it with the caller's argv and filename, as
+ * remembered at entry. `ret` is the syscall's return value; a successful exec was reported by
+ * sched_process_exec.
+ */
+static __always_inline int failed_exec(void *ctx, long ret, enum scratch_slot slot)
 {
 	struct syscall_entry entry = {};
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	long ret = ctx->ret;
 
 	if (take_entry(tid, &entry))
 		return 0;
@@ -351,7 +452,7 @@ static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
 	}
 
 	__u64 now = now_boot_ns();
-	struct exec_scratch *s = get_scratch();
+	struct exec_scratch *s = get_scratch(slot);
 	if (!s)
 		return 0;
 	s->ev.hdr.flags = 0;
@@ -404,19 +505,32 @@ static __always_inline int exit_exec(struct trace_event_raw_sys_exit *ctx)
 	s->ev.cwd_len = append_path(s, off + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
 
 	submit_exec(ctx, s);
+	put_scratch(s, slot);
 	return 0;
 }
 
 SEC("tp/syscalls/sys_exit_execve")
-int exit_execve(struct trace_event_raw_sys_exit *ctx)
+int exit_execve_tp(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_exec(ctx);
+	return failed_exec(ctx, ctx->ret, SLOT_TRACEPOINT);
 }
 
 SEC("tp/syscalls/sys_exit_execveat")
-int exit_execveat(struct trace_event_raw_sys_exit *ctx)
+int exit_execveat_tp(struct trace_event_raw_sys_exit *ctx)
 {
-	return exit_exec(ctx);
+	return failed_exec(ctx, ctx->ret, SLOT_TRACEPOINT);
+}
+
+SEC("fexit/" SYSCALL_WRAPPER(execve))
+int BPF_PROG(exit_execve_fx, struct pt_regs *regs, long ret)
+{
+	return failed_exec(ctx, ret, SLOT_TRAMPOLINE);
+}
+
+SEC("fexit/" SYSCALL_WRAPPER(execveat))
+int BPF_PROG(exit_execveat_fx, struct pt_regs *regs, long ret)
+{
+	return failed_exec(ctx, ret, SLOT_TRAMPOLINE);
 }
 
 /* ---- process creation ---- */

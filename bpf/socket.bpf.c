@@ -18,12 +18,18 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct socket_event _socket_event = {};
 
-/* Where a record is built before it is written (too big for the stack). */
+/* Where a record is built before it is written with the perf buffer (too big for the stack). */
+struct socket_scratch {
+	struct socket_event ev;
+	__u32 busy; /* a trampoline program is building a record here (SLOT_TRAMPOLINE) */
+};
+
+/* One area per enum scratch_slot on each CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
-	__type(value, struct socket_event);
+	__type(value, struct socket_scratch);
 } socket_scratch SEC(".maps");
 
 static __always_inline struct file *fd_file(struct task_struct *task, int fd)
@@ -93,52 +99,67 @@ static __always_inline void read_socket(struct socket_event *ev, struct file *fi
 	}
 }
 
-static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int with_addr)
+/*
+ * The one builder of socket records: `syscall` returned `ret` on `fd` (for accept, the
+ * listening socket); `uaddr`/`ulen` are the caller's sockaddr (connect and bind; 0 otherwise);
+ * `ts` is when the call started as far as the hook knows it.
+ */
+static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int fd, __u64 uaddr,
+					 __u32 ulen, __u64 ts, enum scratch_slot slot)
 {
-	struct syscall_entry entry = {};
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	long ret = ctx->ret;
 	__u64 now = now_boot_ns();
 
-	if (take_entry(tid, &entry))
-		return 0;
 	if (excluded_current()) {
 		stat_inc(STAT_SOCKET_FILTERED);
 		return 0;
 	}
 
 	/* ring buffer: written in place; perf buffer: built in the scratch map, then copied */
-	__u32 zero = 0;
+	__u32 key = slot;
+	struct socket_scratch *scratch = 0;
 	struct socket_event *ev;
-	if (use_perf)
-		ev = bpf_map_lookup_elem(&socket_scratch, &zero);
-	else
+	if (use_perf) {
+		scratch = bpf_map_lookup_elem(&socket_scratch, &key);
+		if (!scratch) {
+			stat_inc(STAT_SCRATCH_MISSING);
+			return 0;
+		}
+		if (slot == SLOT_TRAMPOLINE && scratch->busy) {
+			stat_inc(STAT_SCRATCH_BUSY);
+			return 0;
+		}
+		scratch->busy = 1;
+		ev = &scratch->ev;
+	} else {
 		ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
-	if (!ev) {
-		stat_inc(use_perf ? STAT_SCRATCH_MISSING : STAT_SOCKET_DROPPED);
-		return 0;
+		if (!ev) {
+			stat_inc(STAT_SOCKET_DROPPED);
+			return 0;
+		}
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
-	fill_header(&ev->hdr, EVENT_SOCKET, entry.syscall, entry.ts_boot, now);
+	fill_header(&ev->hdr, EVENT_SOCKET, syscall, ts, now);
 	ev->hdr.ret = ret;
 	ev->type = -1;
 	ev->protocol = -1;
 
-	int fd = (int)entry.arg0;
-	if ((entry.syscall == SC_ACCEPT || entry.syscall == SC_ACCEPT4) && ret >= 0)
+	if ((syscall == SC_ACCEPT || syscall == SC_ACCEPT4) && ret >= 0)
 		fd = (int)ret; /* the new connection */
 	ev->fd = fd;
 	read_socket(ev, fd_file((struct task_struct *)bpf_get_current_task(), fd));
 
-	if (with_addr && entry.arg1) {
-		__u32 len = (__u32)entry.arg2;
+	if (uaddr) {
+		__u32 len = ulen;
 		long err;
 		if (len >= USER_ADDR_CAP) {
 			len = USER_ADDR_CAP;
-			err = bpf_probe_read_user(ev->user_addr, USER_ADDR_CAP, (void *)entry.arg1);
+			err = bpf_probe_read_user(ev->user_addr, USER_ADDR_CAP, (void *)uaddr);
 		} else {
+			/* keep clang from dropping the mask it can prove a no-op: the verifier
+			 * needs it for its bounds */
+			asm volatile("" : "+r"(len));
 			err = bpf_probe_read_user(ev->user_addr, len & (USER_ADDR_CAP - 1),
-						  (void *)entry.arg1);
+						  (void *)uaddr);
 		}
 		if (err) {
 			ev->hdr.flags |= FLAG_READ_FAILED;
@@ -150,27 +171,46 @@ static __always_inline int on_sys_exit(struct trace_event_raw_sys_exit *ctx, int
 	if (!use_perf) {
 		bpf_ringbuf_submit(ev, wakeup_flags());
 		stat_inc(STAT_SOCKET_EMITTED);
-	} else if (emit(ctx, ev, sizeof(*ev))) {
-		stat_inc(STAT_SOCKET_DROPPED);
-	} else {
-		stat_inc(STAT_SOCKET_EMITTED);
+		return 0;
 	}
+	if (emit(ctx, ev, sizeof(*ev)))
+		stat_inc(STAT_SOCKET_DROPPED);
+	else
+		stat_inc(STAT_SOCKET_EMITTED);
+	scratch->busy = 0;
 	return 0;
 }
 
-/* The entry and exit programs of one syscall: fd, sockaddr pointer and length at entry. */
-#define SOCKET_SYSCALL(name, id, with_addr)                                         \
-	SEC("tp/syscalls/sys_enter_" #name)                                        \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                    \
-	{                                                                          \
-		remember_entry(id, ctx->args[0], with_addr ? ctx->args[1] : 0,     \
-			       with_addr ? ctx->args[2] : 0, 0, 0);                \
-		return 0;                                                          \
-	}                                                                          \
-	SEC("tp/syscalls/sys_exit_" #name)                                         \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)                      \
-	{                                                                          \
-		return on_sys_exit(ctx, with_addr);                                \
+/*
+ * One syscall's programs in both hook sets. Tracepoint set: the entry remembers fd, sockaddr
+ * pointer and length, the exit builds the record. Trampoline set: one fexit program on the
+ * syscall wrapper reads the arguments from the caller's registers and the return value, with
+ * no entry state; its record's time is when the call returned (duration 0).
+ */
+#define SOCKET_SYSCALL(name, id, with_addr)                                               \
+	SEC("tp/syscalls/sys_enter_" #name)                                               \
+	int enter_##name##_tp(struct trace_event_raw_sys_enter *ctx)                      \
+	{                                                                                 \
+		remember_entry(id, ctx->args[0], with_addr ? ctx->args[1] : 0,            \
+			       with_addr ? ctx->args[2] : 0, 0, 0);                       \
+		return 0;                                                                 \
+	}                                                                                 \
+	SEC("tp/syscalls/sys_exit_" #name)                                                \
+	int exit_##name##_tp(struct trace_event_raw_sys_exit *ctx)                        \
+	{                                                                                 \
+		struct syscall_entry e = {};                                              \
+		if (take_entry((__u32)bpf_get_current_pid_tgid(), &e))                    \
+			return 0;                                                         \
+		return socket_record(ctx, e.syscall, ctx->ret, (int)e.arg0, e.arg1,       \
+				     (__u32)e.arg2, e.ts_boot, SLOT_TRACEPOINT);          \
+	}                                                                                 \
+	SEC("fexit/" SYSCALL_WRAPPER(name))                                               \
+	int BPF_PROG(exit_##name##_fx, struct pt_regs *regs, long ret)                    \
+	{                                                                                 \
+		return socket_record(ctx, id, ret, (int)SYSCALL_ARG1(regs),               \
+				     with_addr ? SYSCALL_ARG2(regs) : 0,                  \
+				     with_addr ? (__u32)SYSCALL_ARG3(regs) : 0, now_boot_ns(), \
+				     SLOT_TRAMPOLINE);                                    \
 	}
 
 SOCKET_SYSCALL(connect, SC_CONNECT, 1)

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
 use crate::filters::Filters;
-use crate::probes::{ProbeOptions, Transport};
+use crate::probes::{Hooks, ProbeOptions, TestHooks, Transport};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/osquery-ebpf/osquery-ebpf.toml";
 pub const DEFAULT_PROCESS_TABLE: &str = "bpf_process_events_v2";
@@ -33,6 +33,7 @@ pub struct FileSettings {
     pub exclude_cgroups: Option<Vec<PathBuf>>,
     pub exclude_paths: Option<Vec<String>>,
     pub transport: Option<Transport>,
+    pub hooks: Option<Hooks>,
 }
 
 /// The same settings as flags and environment variables.
@@ -106,6 +107,10 @@ pub struct SettingsArgs {
     /// ringbuf or perf [default: auto]
     #[arg(long, env = "OSQUERY_EBPF_TRANSPORT", global = true)]
     pub transport: Option<Transport>,
+    /// Which kernel hooks feed the rows: auto (BPF trampolines where they attach, else syscall
+    /// tracepoints), trampoline or tracepoint [default: auto]
+    #[arg(long, env = "OSQUERY_EBPF_HOOKS", global = true)]
+    pub hooks: Option<Hooks>,
 }
 
 /// The settings in force.
@@ -202,6 +207,8 @@ impl SettingsArgs {
                         .unwrap_or_default(),
                 },
                 transport: self.transport.or(file.transport).unwrap_or_default(),
+                hooks: self.hooks.or(file.hooks).unwrap_or_default(),
+                test: TestHooks::from_env(),
             },
         };
         valid_table_name("process_table", &s.process_table)?;
@@ -252,6 +259,14 @@ mod tests {
             args.resolve().expect("valid").probes.transport,
             Transport::RingBuf
         );
+        assert_eq!(s.probes.hooks, Hooks::Auto);
+        for (text, hooks) in [
+            ("hooks = \"trampoline\"\n", Hooks::Trampoline),
+            ("hooks = \"tracepoint\"\n", Hooks::Tracepoint),
+        ] {
+            let (_f, args) = with_file(text);
+            assert_eq!(args.resolve().expect("valid").probes.hooks, hooks);
+        }
     }
 
     #[test]
@@ -276,6 +291,7 @@ mod tests {
             ("exclude_paths = [\"relative/\"]\n", "exclude_paths"),
             ("exclude_uids = [-1]\n", "exclude_uids"),
             ("transport = \"udp\"\n", "transport"),
+            ("hooks = \"kprobe\"\n", "hooks"),
         ] {
             let (_f, args) = with_file(text);
             let err = format!("{:#}", args.resolve().expect_err(text));

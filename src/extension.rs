@@ -26,6 +26,7 @@ pub const EXIT_PRIVILEGES: i32 = 4;
 pub const EXIT_NO_BTF: i32 = 5;
 pub const EXIT_NO_TRACEFS: i32 = 6;
 pub const EXIT_PROBES: i32 = 7;
+pub const EXIT_NO_TRAMPOLINES: i32 = 8;
 
 #[derive(Debug)]
 pub struct ExitError {
@@ -50,6 +51,7 @@ impl<E: Into<anyhow::Error>> From<E> for ExitError {
                 StartupKind::NoBtf => EXIT_NO_BTF,
                 StartupKind::NoTracefs => EXIT_NO_TRACEFS,
                 StartupKind::Probes => EXIT_PROBES,
+                StartupKind::NoTrampolines => EXIT_NO_TRAMPOLINES,
             });
         ExitError::new(code, error)
     }

@@ -21,6 +21,7 @@ macro_rules! skeleton {
 }
 skeleton!(process_skel, "process.skel.rs");
 skeleton!(socket_skel, "socket.skel.rs");
+skeleton!(feature_skel, "feature.skel.rs");
 
 pub mod config;
 pub mod constraints;

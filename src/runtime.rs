@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use crate::config::Settings;
 use crate::containers::Cgroups;
 use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
-use crate::probes::{self, KernelStats, Probes};
+use crate::probes::{self, HookReport, HookSet, KernelStats, ProgramStatus, Probes};
 use crate::procctx::ProcessContext;
 use crate::stats::{is_loss, kernel_stat_names, Counters};
 use crate::store::Store;
@@ -23,8 +23,8 @@ pub struct Runtime {
     pub counters: Arc<Counters>,
     probes: Mutex<Probes>,
     kernel_stats: KernelStats,
-    attached: Vec<String>,
-    failed: Vec<(String, String)>,
+    programs: Vec<ProgramStatus>,
+    hooks: HookReport,
     ring_buffer_bytes: u32,
     perf: bool,
     stop: Arc<AtomicBool>,
@@ -88,8 +88,8 @@ impl Runtime {
         // events of the meantime wait in the queue and are applied on top of the seed.
         let probes = probes::start(&settings.probes, tx, counters.clone())?;
         tracing::info!(
-            attached = probes.attached.len(),
-            failed = probes.failed.len(),
+            attached = probes.attached(),
+            failed = probes.failed(),
             transport = ?probes.transport,
             "process probes loaded"
         );
@@ -113,8 +113,8 @@ impl Runtime {
             cgroups,
             counters,
             kernel_stats: probes.kernel_stats.clone(),
-            attached: probes.attached.clone(),
-            failed: probes.failed.clone(),
+            programs: probes.programs.clone(),
+            hooks: probes.hooks.clone(),
             ring_buffer_bytes: settings.probes.ring_buffer_bytes,
             perf: probes.transport == crate::probes::Transport::Perf,
             probes: Mutex::new(probes),
@@ -137,14 +137,15 @@ impl Runtime {
         }
         store_stats(&mut out, "process", &self.process_store);
         store_stats(&mut out, "socket", &self.socket_store);
+        let attached = self.programs.iter().filter(|p| p.error.is_none()).count();
         out.push((
             "probes_attached".into(),
-            self.attached.len() as u64,
+            attached as u64,
             "BPF programs attached".into(),
         ));
         out.push((
             "probes_failed".into(),
-            self.failed.len() as u64,
+            (self.programs.len() - attached) as u64,
             "BPF programs that failed to attach".into(),
         ));
         out.push((
@@ -157,12 +158,33 @@ impl Runtime {
             u64::from(self.perf),
             "1: records come through per-CPU perf buffers; 0: through the BPF ring buffer".into(),
         ));
-        // one row per program: 1 attached, 0 not (with the reason)
-        for name in &self.attached {
-            out.push((format!("probe_{name}"), 1, "attached".into()));
+        for (table, set) in [
+            ("process", Some(self.hooks.process)),
+            ("socket", self.hooks.socket),
+        ] {
+            out.push((
+                format!("{table}_hooks_trampoline"),
+                u64::from(set == Some(HookSet::Trampoline)),
+                format!(
+                    "1: the {table} table's syscall hooks are BPF trampolines (fentry/fexit); \
+                     0: {} ({})",
+                    if set.is_some() { "syscall tracepoints" } else { "not loaded" },
+                    self.hooks.why
+                ),
+            ));
         }
-        for (name, why) in &self.failed {
-            out.push((format!("probe_{name}"), 0, why.clone()));
+        // one row per program: 1 attached, 0 not (with the reason), and its hook set
+        for p in &self.programs {
+            let set = match p.set {
+                Some(HookSet::Trampoline) => "trampoline set",
+                Some(HookSet::Tracepoint) => "tracepoint set",
+                None => "sched tracepoint, both sets",
+            };
+            let (v, desc) = match &p.error {
+                None => (1, format!("attached ({set})")),
+                Some(why) => (0, format!("{why} ({set})")),
+            };
+            out.push((format!("probe_{}", p.name), v, desc));
         }
         own_usage(&mut out);
         out

@@ -166,6 +166,11 @@ pub fn kernel_stat_names() -> Vec<(&'static str, &'static str)> {
             "kernel_muted_map_full",
             "processes matching exclude_paths that could not be remembered (shown, not left out)",
         ),
+        (
+            stat_id::STAT_SCRATCH_BUSY,
+            "kernel_scratch_busy",
+            "records lost: a trampoline program found its scratch area held by a preempted one",
+        ),
     ];
     debug_assert!(names
         .iter()
@@ -182,6 +187,7 @@ pub const LOSS_STATS: &[&str] = &[
     "kernel_exit_dropped",
     "kernel_socket_dropped",
     "kernel_scratch_missing",
+    "kernel_scratch_busy",
     "queue_dropped",
     "decode_errors",
 ];

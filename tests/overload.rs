@@ -190,22 +190,22 @@ fn a_program_the_kernel_rejects_is_left_out_and_the_rest_load() {
         return;
     }
     // the kernel refuses these two as it would on a kernel without their features
-    let mut h = Harness::start(&[("OSQUERY_EBPF_TEST_FAIL_PROBES", "enter_clone3,exit_listen")]);
+    let mut h = Harness::start(&[("OSQUERY_EBPF_TEST_FAIL_PROBES", "enter_clone3_tp,exit_listen_tp")]);
     let log = h.ext.log_text();
     assert!(
-        log.contains("rejected the process probe enter_clone3"),
+        log.contains("rejected the process probe enter_clone3_tp"),
         "{log}"
     );
     assert!(
-        log.contains("rejected the socket probe exit_listen"),
+        log.contains("rejected the socket probe exit_listen_tp"),
         "{log}"
     );
     let s = stats(&mut h);
     assert_eq!(s["probes_failed"], 2, "{s:?}");
-    assert_eq!(s["probe_enter_clone3"], 0, "{s:?}");
-    assert_eq!(s["probe_exit_listen"], 0, "{s:?}");
+    assert_eq!(s["probe_enter_clone3_tp"], 0, "{s:?}");
+    assert_eq!(s["probe_exit_listen_tp"], 0, "{s:?}");
     assert_eq!(s["probe_on_exec"], 1, "{s:?}");
-    assert_eq!(s["probe_exit_connect"], 1, "{s:?}");
+    assert_eq!(s["probe_exit_connect_tp"], 1, "{s:?}");
     // everything else still produces rows
     let (pid, _) = h.exec_true(&["partly-loaded"]);
     let rows = h.rows_for_pid(pid, |r| find(r, "exit_group").is_some());

@@ -112,3 +112,86 @@ fn tracefs_not_mounted_is_mounted_and_capture_works() {
     // the host's tracefs was not touched
     assert!(std::path::Path::new("/sys/kernel/tracing/events").exists());
 }
+
+/// The last `stats:` line of a watch run's stderr, as name -> value.
+fn final_stats(stderr: &str) -> std::collections::BTreeMap<String, u64> {
+    stderr
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("stats: "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+#[test]
+fn hooks_trampoline_without_trampolines_is_exit_status_8_and_auto_uses_tracepoints() {
+    if !require_root() {
+        return;
+    }
+    // the feature probe broken as on a kernel without trampolines (this machine has none
+    // anyway: fentry programs fail to load with EPERM)
+    let fail = ("OSQUERY_EBPF_TEST_FAIL_PROBES", "trampoline_probe");
+    let out = ebpf()
+        .args(["watch", "--duration", "1", "--hooks", "trampoline"])
+        .env(fail.0, fail.1)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("hooks = trampoline, but"), "{stderr}");
+    assert_eq!(
+        stderr.matches("osquery-ebpf:").count(),
+        1,
+        "one message: {stderr}"
+    );
+    assert!(!stderr.contains("WARN libbpf"), "the probe's failure is quiet: {stderr}");
+
+    // auto: the tracepoint set, said once in the log and in the stats
+    let out = ebpf()
+        .args(["watch", "--duration", "1", "--stats-every", "0"])
+        .env(fail.0, fail.1)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("hooks: tracepoint for the process table, tracepoint for the socket table").count(),
+        1,
+        "{stderr}"
+    );
+    let s = final_stats(&stderr);
+    assert_eq!(s.get("process_hooks_trampoline"), Some(&0), "{stderr}");
+    assert_eq!(s.get("socket_hooks_trampoline"), Some(&0), "{stderr}");
+    assert_eq!(s.get("probes_failed"), Some(&0), "{stderr}");
+    assert_eq!(s.get("probe_enter_execve_tp"), Some(&1), "{stderr}");
+    assert_eq!(s.get("probe_exit_connect_tp"), Some(&1), "{stderr}");
+    assert!(!s.contains_key("probe_enter_execve_fe"), "{stderr}");
+}
+
+#[test]
+fn auto_picks_what_this_kernel_allows() {
+    if !require_root() {
+        return;
+    }
+    // hooks = trampoline answers whether trampolines work here; auto must then agree
+    let forced = ebpf()
+        .args(["watch", "--duration", "1", "--hooks", "trampoline"])
+        .output()
+        .expect("run");
+    let auto = ebpf()
+        .args(["watch", "--duration", "1", "--stats-every", "0"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert!(auto.status.success(), "{stderr}");
+    let s = final_stats(&stderr);
+    let want = u64::from(forced.status.success());
+    assert_eq!(s.get("process_hooks_trampoline"), Some(&want), "{stderr}");
+    assert_eq!(s.get("socket_hooks_trampoline"), Some(&want), "{stderr}");
+    if !forced.status.success() {
+        assert_eq!(forced.status.code(), Some(8));
+    }
+}
