@@ -312,6 +312,40 @@ fn main() {
             stats.get("transport_perf_buffer")
         ),
     );
+    // the hook set: what the run must end up with (EXPECT_HOOKS from the kernel command line)
+    let want_hooks = std::env::var("EXPECT_HOOKS").unwrap_or_default();
+    if !want_hooks.is_empty() {
+        let want = u64::from(want_hooks == "trampoline");
+        for table in ["process", "socket"] {
+            let key = format!("{table}_hooks_trampoline");
+            check(
+                stats.get(&key) == Some(&want),
+                format!("{table} hooks: {key}={:?}, wanted {want_hooks}", stats.get(&key)),
+            );
+        }
+        // every syscall program of the set ran, none of the other set was loaded
+        let (ours, theirs) = if want == 1 {
+            (["_fe", "_fx"], ["_tp", "_tp"])
+        } else {
+            (["_tp", "_tp"], ["_fe", "_fx"])
+        };
+        let progs = |ends: [&str; 2]| {
+            stats
+                .iter()
+                .filter(|(k, _)| k.starts_with("probe_") && ends.iter().any(|e| k.ends_with(e)))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<Vec<_>>()
+        };
+        let mine = progs(ours);
+        check(
+            mine.len() >= 15 && mine.iter().all(|(_, v)| *v == 1),
+            format!("the {want_hooks} set's programs attached: {mine:?}"),
+        );
+        let other = progs(theirs);
+        check(other.is_empty(), format!("no program of the other set: {other:?}"));
+        let said = log.iter().filter(|l| l.contains("hooks: ")).count();
+        check(said == 1, format!("the hook set logged once: {said}"));
+    }
     check(
         stats.get("probes_failed") == Some(&0),
         format!(

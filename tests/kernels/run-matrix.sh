@@ -4,6 +4,10 @@
 # (tests/kernels/guest.rs) against the real extension binary: load and attach every probe, run
 # a workload with known answers, check the rows. Exits non-zero if any kernel fails.
 #
+# Every kernel boots twice: with hooks = auto, which must pick BPF trampolines there
+# (fentry/fexit attach on every x86_64 kernel of the matrix), and with the tracepoint set
+# forced; both runs check the same known-answer rows.
+#
 # Environment: SERIES (kernels), PERF_SERIES (kernels also tested with the perf-buffer
 # transport forced; default 5.10), BTF_SERIES (the kernel also tested with --btf-path and a
 # BTF file taken from its image; default 6.1), KERNEL_CACHE (see fetch-kernels.sh), EBPF (the extension
@@ -49,6 +53,8 @@ mount -t tmpfs tmpfs /tmp
 ip link set lo up
 # extra extension arguments from the kernel command line: guestargs=a,b,c
 args=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^guestargs=//p' | tr ',' ' ')
+# the hook set the run must end up with: expecthooks=trampoline|tracepoint
+export EXPECT_HOOKS=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^expecthooks=//p')
 /bin/guest /bin/osquery-ebpf /bin/workload $args
 # the guest reports through the debug-exit port; reaching here means it could not
 echo "GUEST RESULT: FAIL (no verdict)"
@@ -77,14 +83,16 @@ failed=()
 start_all=$(date +%s)
 while read -r series image; do
   # every kernel with the ring buffer; PERF_SERIES (default 5.10) also with the perf buffer
-  variants=ringbuf
+  variants="auto tracepoint"
   [[ " ${PERF_SERIES-5.10} " == *" $series "* ]] && variants="$variants perf"
   [ "$series" = "$btf_series" ] && variants="$variants btf"
   for variant in $variants; do
+    # auto (the default) must choose trampolines on every kernel of the matrix
     case $variant in
-      ringbuf) args="" ;;
-      perf) args="guestargs=--transport,perf" ;;
-      btf) args="guestargs=--btf-path,/vmlinux.btf" ;;
+      auto) args="expecthooks=trampoline" ;;
+      tracepoint) args="guestargs=--hooks,tracepoint expecthooks=tracepoint" ;;
+      perf) args="guestargs=--transport,perf expecthooks=trampoline" ;;
+      btf) args="guestargs=--btf-path,/vmlinux.btf expecthooks=trampoline" ;;
     esac
     log="$log_dir/$series-$variant.log"
     start=$(date +%s)
