@@ -6,8 +6,12 @@ use std::path::PathBuf;
 use libbpf_cargo::SkeletonBuilder;
 
 const PROBES: &[&str] = &["process", "socket", "feature"];
-const HEADERS: &[&str] = &["bpf/events.h", "bpf/common.bpf.h",
-    "bpf/syscall.bpf.h", "vmlinux/vmlinux.h"];
+const HEADERS: &[&str] = &[
+    "bpf/events.h",
+    "bpf/common.bpf.h",
+    "bpf/syscall.bpf.h",
+    "vmlinux/vmlinux.h",
+];
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR is set by cargo"));

@@ -306,30 +306,34 @@ int enter_exit_group_tp(struct trace_event_raw_sys_enter *ctx)
 /* The trampoline set: the same entries, from the syscall wrappers' pt_regs. */
 
 SEC("fentry/" SYSCALL_WRAPPER(execve))
-int BPF_PROG(enter_execve_fe, struct pt_regs *regs)
+int enter_execve_fe(void *ctx)
 {
+	struct pt_regs *regs = syscall_regs();
 	enter_execve(SYSCALL_ARG1(regs), SYSCALL_ARG2(regs));
 	return 0;
 }
 
 SEC("fentry/" SYSCALL_WRAPPER(execveat))
-int BPF_PROG(enter_execveat_fe, struct pt_regs *regs)
+int enter_execveat_fe(void *ctx)
 {
+	struct pt_regs *regs = syscall_regs();
 	enter_execveat(SYSCALL_ARG1(regs), SYSCALL_ARG2(regs), SYSCALL_ARG3(regs),
 		       SYSCALL_ARG5(regs));
 	return 0;
 }
 
 #if HAVE_FORK_SYSCALLS
-SEC("fentry/" SYSCALL_WRAPPER(fork))
-int BPF_PROG(enter_fork_fe, struct pt_regs *regs)
+/* SYSCALL_DEFINE0 makes the x86 wrapper an alias, which has no BTF of its own: hook the
+ * function it aliases */
+SEC("fentry/__do_sys_fork")
+int enter_fork_fe(void *ctx)
 {
 	remember_entry(SC_FORK, 0, 0, 0, 0, 0);
 	return 0;
 }
 
-SEC("fentry/" SYSCALL_WRAPPER(vfork))
-int BPF_PROG(enter_vfork_fe, struct pt_regs *regs)
+SEC("fentry/__do_sys_vfork")
+int enter_vfork_fe(void *ctx)
 {
 	remember_entry(SC_VFORK, 0, 0, 0, 0, 0);
 	return 0;
@@ -337,29 +341,33 @@ int BPF_PROG(enter_vfork_fe, struct pt_regs *regs)
 #endif
 
 SEC("fentry/" SYSCALL_WRAPPER(clone))
-int BPF_PROG(enter_clone_fe, struct pt_regs *regs)
+int enter_clone_fe(void *ctx)
 {
+	struct pt_regs *regs = syscall_regs();
 	remember_entry(SC_CLONE, SYSCALL_ARG1(regs), 0, 0, 0, 0);
 	return 0;
 }
 
 SEC("fentry/" SYSCALL_WRAPPER(clone3))
-int BPF_PROG(enter_clone3_fe, struct pt_regs *regs)
+int enter_clone3_fe(void *ctx)
 {
+	struct pt_regs *regs = syscall_regs();
 	enter_clone3(SYSCALL_ARG1(regs));
 	return 0;
 }
 
 SEC("fentry/" SYSCALL_WRAPPER(exit))
-int BPF_PROG(enter_exit_fe, struct pt_regs *regs)
+int enter_exit_fe(void *ctx)
 {
+	struct pt_regs *regs = syscall_regs();
 	remember_entry(SC_EXIT, SYSCALL_ARG1(regs), 0, 0, 0, 0);
 	return 0;
 }
 
 SEC("fentry/" SYSCALL_WRAPPER(exit_group))
-int BPF_PROG(enter_exit_group_fe, struct pt_regs *regs)
+int enter_exit_group_fe(void *ctx)
 {
+	struct pt_regs *regs = syscall_regs();
 	remember_entry(SC_EXIT_GROUP, SYSCALL_ARG1(regs), 0, 0, 0, 0);
 	return 0;
 }
@@ -522,15 +530,15 @@ int exit_execveat_tp(struct trace_event_raw_sys_exit *ctx)
 }
 
 SEC("fexit/" SYSCALL_WRAPPER(execve))
-int BPF_PROG(exit_execve_fx, struct pt_regs *regs, long ret)
+int exit_execve_fx(void *ctx)
 {
-	return failed_exec(ctx, ret, SLOT_TRAMPOLINE);
+	return failed_exec(ctx, FEXIT_RET(ctx), SLOT_TRAMPOLINE);
 }
 
 SEC("fexit/" SYSCALL_WRAPPER(execveat))
-int BPF_PROG(exit_execveat_fx, struct pt_regs *regs, long ret)
+int exit_execveat_fx(void *ctx)
 {
-	return failed_exec(ctx, ret, SLOT_TRAMPOLINE);
+	return failed_exec(ctx, FEXIT_RET(ctx), SLOT_TRAMPOLINE);
 }
 
 /* ---- process creation ---- */

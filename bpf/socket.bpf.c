@@ -205,9 +205,10 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 				     (__u32)e.arg2, e.ts_boot, SLOT_TRACEPOINT);          \
 	}                                                                                 \
 	SEC("fexit/" SYSCALL_WRAPPER(name))                                               \
-	int BPF_PROG(exit_##name##_fx, struct pt_regs *regs, long ret)                    \
+	int exit_##name##_fx(void *ctx)                                                   \
 	{                                                                                 \
-		return socket_record(ctx, id, ret, (int)SYSCALL_ARG1(regs),               \
+		struct pt_regs *regs = syscall_regs();                                    \
+		return socket_record(ctx, id, FEXIT_RET(ctx), (int)SYSCALL_ARG1(regs),    \
 				     with_addr ? SYSCALL_ARG2(regs) : 0,                  \
 				     with_addr ? (__u32)SYSCALL_ARG3(regs) : 0, now_boot_ns(), \
 				     SLOT_TRAMPOLINE);                                    \

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use crate::config::Settings;
 use crate::containers::Cgroups;
 use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
-use crate::probes::{self, HookReport, HookSet, KernelStats, ProgramStatus, Probes};
+use crate::probes::{self, HookReport, HookSet, KernelStats, Probes, ProgramStatus};
 use crate::procctx::ProcessContext;
 use crate::stats::{is_loss, kernel_stat_names, Counters};
 use crate::store::Store;
@@ -168,7 +168,11 @@ impl Runtime {
                 format!(
                     "1: the {table} table's syscall hooks are BPF trampolines (fentry/fexit); \
                      0: {} ({})",
-                    if set.is_some() { "syscall tracepoints" } else { "not loaded" },
+                    if set.is_some() {
+                        "syscall tracepoints"
+                    } else {
+                        "not loaded"
+                    },
                     self.hooks.why
                 ),
             ));

@@ -26,6 +26,10 @@ pub struct WatchArgs {
     /// Print the counters to stderr every N seconds (0: only at the end)
     #[arg(long, default_value_t = 10)]
     pub stats_every: u64,
+    /// Keep rows in the tables' stores as when serving osquery, but print only the counters
+    /// (for measuring the extension's own cost)
+    #[arg(long)]
+    pub counters_only: bool,
 }
 
 fn readable(table: &str, cells: &BTreeMap<String, String>) -> String {
@@ -138,24 +142,28 @@ pub fn run(rt: Arc<Runtime>, tables: (&str, &str), args: &WatchArgs) -> Result<(
             std::thread::sleep(Duration::from_millis(300));
         }
         let mut lock = out.lock();
-        let printed = print_new(
-            &mut lock,
-            tables.0,
-            &rt.process_store,
-            &rt.cgroups,
-            &mut last_process,
-            json,
-        )
-        .and_then(|()| {
+        let printed = if args.counters_only {
+            Ok(())
+        } else {
             print_new(
                 &mut lock,
-                tables.1,
-                &rt.socket_store,
+                tables.0,
+                &rt.process_store,
                 &rt.cgroups,
-                &mut last_socket,
+                &mut last_process,
                 json,
             )
-        });
+            .and_then(|()| {
+                print_new(
+                    &mut lock,
+                    tables.1,
+                    &rt.socket_store,
+                    &rt.cgroups,
+                    &mut last_socket,
+                    json,
+                )
+            })
+        };
         drop(lock);
         if printed.is_err() {
             break; // stdout closed

@@ -190,7 +190,10 @@ fn a_program_the_kernel_rejects_is_left_out_and_the_rest_load() {
         return;
     }
     // the kernel refuses these two as it would on a kernel without their features
-    let mut h = Harness::start(&[("OSQUERY_EBPF_TEST_FAIL_PROBES", "enter_clone3_tp,exit_listen_tp")]);
+    let mut h = Harness::start(&[(
+        "OSQUERY_EBPF_TEST_FAIL_PROBES",
+        "enter_clone3_tp,exit_listen_tp",
+    )]);
     let log = h.ext.log_text();
     assert!(
         log.contains("rejected the process probe enter_clone3_tp"),

@@ -147,7 +147,10 @@ fn hooks_trampoline_without_trampolines_is_exit_status_8_and_auto_uses_tracepoin
         1,
         "one message: {stderr}"
     );
-    assert!(!stderr.contains("WARN libbpf"), "the probe's failure is quiet: {stderr}");
+    assert!(
+        !stderr.contains("WARN libbpf"),
+        "the probe's failure is quiet: {stderr}"
+    );
 
     // auto: the tracepoint set, said once in the log and in the stats
     let out = ebpf()
@@ -158,7 +161,9 @@ fn hooks_trampoline_without_trampolines_is_exit_status_8_and_auto_uses_tracepoin
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
-        stderr.matches("hooks: tracepoint for the process table, tracepoint for the socket table").count(),
+        stderr
+            .matches("hooks: tracepoint for the process table, tracepoint for the socket table")
+            .count(),
         1,
         "{stderr}"
     );

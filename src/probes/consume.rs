@@ -71,7 +71,11 @@ pub struct Pending {
 pub type SharedPending = Rc<RefCell<Pending>>;
 
 impl Pending {
-    pub fn shared(tx: Sender<Batch>, counters: Arc<Counters>, stop: Arc<AtomicBool>) -> SharedPending {
+    pub fn shared(
+        tx: Sender<Batch>,
+        counters: Arc<Counters>,
+        stop: Arc<AtomicBool>,
+    ) -> SharedPending {
         Rc::new(RefCell::new(Pending {
             batch: Vec::with_capacity(64),
             tx,
@@ -140,7 +144,11 @@ impl Output {
     /// Set up the transport's user-space end for `skel`'s maps. For the perf buffer this must
     /// come before the programs attach: a perf event array has nowhere to write until its
     /// perf buffers exist, and records written before would be lost.
-    pub fn build(skel: &ProcessSkel<'_>, opts: &ProbeOptions, pending: &SharedPending) -> Result<Output> {
+    pub fn build(
+        skel: &ProcessSkel<'_>,
+        opts: &ProbeOptions,
+        pending: &SharedPending,
+    ) -> Result<Output> {
         let p = pending.clone();
         if opts.transport == Transport::Perf {
             // the ring buffer's bytes, shared out among the CPUs' perf buffers

@@ -108,7 +108,11 @@ pub fn choose(hooks: Hooks, btf_path: Option<&Path>, test: &TestHooks) -> Result
             set: HookSet::Trampoline,
             why: format!(
                 "hooks = {}: BPF trampolines attach on this kernel",
-                if hooks == Hooks::Auto { "auto" } else { "trampoline" }
+                if hooks == Hooks::Auto {
+                    "auto"
+                } else {
+                    "trampoline"
+                }
             ),
             may_fall_back: hooks == Hooks::Auto,
         }),
@@ -207,10 +211,7 @@ mod tests {
 
     #[test]
     fn sets_by_section() {
-        assert_eq!(
-            set_of("fentry/__x64_sys_execve"),
-            Some(HookSet::Trampoline)
-        );
+        assert_eq!(set_of("fentry/__x64_sys_execve"), Some(HookSet::Trampoline));
         assert_eq!(set_of("fexit/__x64_sys_connect"), Some(HookSet::Trampoline));
         assert_eq!(
             set_of("tp/syscalls/sys_enter_execve"),

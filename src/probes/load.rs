@@ -135,7 +135,10 @@ fn choose_programs(obj: &mut libbpf_rs::OpenObject, set: HookSet, names: &[Strin
     }
 }
 
-pub fn load_process(opts: &ProbeOptions, set: HookSet) -> Result<LoadedObject<ProcessSkel<'static>>> {
+pub fn load_process(
+    opts: &ProbeOptions,
+    set: HookSet,
+) -> Result<LoadedObject<ProcessSkel<'static>>> {
     let ncpu = libbpf_rs::num_possible_cpus().context("counting possible CPUs")? as u32;
     let ncpu = ncpu.max(1);
     let (skel, left_out) = load_leaving_out("process", |left_out| {

@@ -312,7 +312,9 @@ fn first_complete<T>(
                 );
             }
             Err(e) if !last => {
-                tracing::warn!("the {what} probes' {set} hooks failed ({e:#}); using the next hook set");
+                tracing::warn!(
+                    "the {what} probes' {set} hooks failed ({e:#}); using the next hook set"
+                );
             }
             Err(e) => return Err(e),
         }

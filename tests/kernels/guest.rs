@@ -320,7 +320,10 @@ fn main() {
             let key = format!("{table}_hooks_trampoline");
             check(
                 stats.get(&key) == Some(&want),
-                format!("{table} hooks: {key}={:?}, wanted {want_hooks}", stats.get(&key)),
+                format!(
+                    "{table} hooks: {key}={:?}, wanted {want_hooks}",
+                    stats.get(&key)
+                ),
             );
         }
         // every syscall program of the set ran, none of the other set was loaded
@@ -342,7 +345,10 @@ fn main() {
             format!("the {want_hooks} set's programs attached: {mine:?}"),
         );
         let other = progs(theirs);
-        check(other.is_empty(), format!("no program of the other set: {other:?}"));
+        check(
+            other.is_empty(),
+            format!("no program of the other set: {other:?}"),
+        );
         let said = log.iter().filter(|l| l.contains("hooks: ")).count();
         check(said == 1, format!("the hook set logged once: {said}"));
     }

@@ -13,6 +13,10 @@
 # BTF file taken from its image; default 6.1), KERNEL_CACHE (see fetch-kernels.sh), EBPF (the extension
 # binary; default target/release/osquery-ebpf, built if missing), GUEST_TIMEOUT (seconds per
 # kernel, default 900), MATRIX_LOG_DIR (console logs; default target/kernel-matrix).
+#
+# HOOKBENCH="ARGS" runs the hook-cost benchmark (benches/hookbench.rs) in each guest instead
+# of the test, with those arguments, and prints its table: `HOOKBENCH="--rounds 5" SERIES=6.12
+# bash tests/kernels/run-matrix.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,6 +29,7 @@ fi
 EBPF=${EBPF:-target/release/osquery-ebpf}
 [ -x "$EBPF" ] || cargo build --release --bin osquery-ebpf
 cargo build --example guest --example workload
+[ -z "${HOOKBENCH:-}" ] || cargo build --release --example hookbench
 log_dir=${MATRIX_LOG_DIR:-target/kernel-matrix}
 mkdir -p "$log_dir"
 
@@ -39,7 +44,9 @@ cp "$(command -v busybox || echo /bin/busybox)" "$root/bin/busybox"
 cp "$EBPF" "$root/bin/osquery-ebpf"
 cp target/debug/examples/workload "$root/bin/workload"
 cp target/debug/examples/guest "$root/bin/guest"
-for bin in "$root"/bin/{osquery-ebpf,workload,guest}; do
+[ -z "${HOOKBENCH:-}" ] || cp target/release/examples/hookbench "$root/bin/hookbench"
+for bin in "$root"/bin/*; do
+  [ "$bin" = "$root/bin/busybox" ] && continue
   ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' \
     | while read -r lib; do cp --parents -L "$lib" "$root"; done
 done
@@ -55,12 +62,18 @@ ip link set lo up
 args=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^guestargs=//p' | tr ',' ' ')
 # the hook set the run must end up with: expecthooks=trampoline|tracepoint
 export EXPECT_HOOKS=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^expecthooks=//p')
+if [ -x /bin/hookbench ]; then
+  /bin/hookbench --ext /bin/osquery-ebpf $(cat /hookbench.args)
+  echo "HOOKBENCH DONE"
+  poweroff -f
+fi
 /bin/guest /bin/osquery-ebpf /bin/workload $args
 # the guest reports through the debug-exit port; reaching here means it could not
 echo "GUEST RESULT: FAIL (no verdict)"
 poweroff -f
 INIT
 chmod +x "$root/init"
+[ -z "${HOOKBENCH:-}" ] || echo "$HOOKBENCH" > "$root/hookbench.args"
 # A BTF file taken from the image of one kernel (BTF_SERIES, default 6.1), for a run with
 # --btf-path: what a user of a kernel without /sys/kernel/btf/vmlinux gets from BTFHub.
 btf_series=${BTF_SERIES-6.1}
@@ -86,6 +99,7 @@ while read -r series image; do
   variants="auto tracepoint"
   [[ " ${PERF_SERIES-5.10} " == *" $series "* ]] && variants="$variants perf"
   [ "$series" = "$btf_series" ] && variants="$variants btf"
+  [ -z "${HOOKBENCH:-}" ] || variants=hookbench
   for variant in $variants; do
     # auto (the default) must choose trampolines on every kernel of the matrix
     case $variant in
@@ -93,6 +107,7 @@ while read -r series image; do
       tracepoint) args="guestargs=--hooks,tracepoint expecthooks=tracepoint" ;;
       perf) args="guestargs=--transport,perf expecthooks=trampoline" ;;
       btf) args="guestargs=--btf-path,/vmlinux.btf expecthooks=trampoline" ;;
+      hookbench) args="" ;;
     esac
     log="$log_dir/$series-$variant.log"
     start=$(date +%s)
@@ -116,6 +131,12 @@ while read -r series image; do
       break
     done
     took=$(( $(date +%s) - start ))
+    if [ "$variant" = hookbench ]; then
+      echo "kernel $series: hookbench in ${took}s"
+      sed -n '/^hookbench on/,/^events lost/p' "$log" | tr -d '\r'
+      grep -q "HOOKBENCH DONE" "$log" || failed+=("$series-hookbench")
+      continue
+    fi
     # isa-debug-exit: the guest wrote 0 (pass) -> qemu exits 1; 1 (fail) -> 3
     if [ "$rc" -eq 1 ] && grep -q "GUEST RESULT: PASS" "$log"; then
       echo "kernel $series ($variant): PASS in ${took}s"
