@@ -91,7 +91,7 @@ impl Runtime {
             attached = probes.attached(),
             failed = probes.failed(),
             transport = ?probes.transport,
-            "process probes loaded"
+            "probes loaded"
         );
         let proc_root = Path::new("/proc");
         let ctx = ProcessContext::seed_from_proc(proc_root);

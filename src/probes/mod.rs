@@ -321,3 +321,70 @@ fn first_complete<T>(
     }
     unreachable!("candidates() is never empty")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, set: Option<HookSet>, ok: bool) -> ProgramStatus {
+        ProgramStatus {
+            name: name.into(),
+            set,
+            error: (!ok).then(|| "rejected".to_string()),
+        }
+    }
+
+    fn auto() -> Choice {
+        Choice {
+            set: HookSet::Trampoline,
+            why: String::new(),
+            may_fall_back: true,
+        }
+    }
+
+    #[test]
+    fn an_incomplete_trampoline_set_falls_back_under_auto_only() {
+        let attempt = |set: HookSet| -> Result<Attempt<HookSet>> {
+            let ok = set == HookSet::Tracepoint;
+            Ok((
+                set,
+                Vec::new(),
+                vec![
+                    status("on_exec", None, true),
+                    status("exit_connect", Some(set), ok),
+                ],
+            ))
+        };
+        let (obj, _, st, set) = first_complete("test", &auto(), attempt).expect("loads");
+        assert_eq!((obj, set), (HookSet::Tracepoint, HookSet::Tracepoint));
+        assert!(st.iter().all(|p| p.error.is_none()));
+        // forced: the trampoline set as it loaded, degraded
+        let forced = Choice {
+            may_fall_back: false,
+            ..auto()
+        };
+        let (_, _, st, set) = first_complete("test", &forced, attempt).expect("loads");
+        assert_eq!(set, HookSet::Trampoline);
+        assert_eq!(st.iter().filter(|p| p.error.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn a_failed_trampoline_load_tries_tracepoints_and_the_last_error_stands() {
+        let mut tried = Vec::new();
+        let r = first_complete("test", &auto(), |set| -> Result<Attempt<()>> {
+            tried.push(set);
+            anyhow::bail!("{set} failed")
+        });
+        assert_eq!(tried, [HookSet::Trampoline, HookSet::Tracepoint]);
+        let err = format!("{:#}", r.err().expect("both fail"));
+        assert!(err.contains("tracepoint failed"), "{err}");
+        // a complete trampoline set is taken at once
+        let mut tried = Vec::new();
+        let (_, _, _, set) = first_complete("test", &auto(), |set| -> Result<Attempt<()>> {
+            tried.push(set);
+            Ok(((), Vec::new(), vec![status("exit_connect", Some(set), true)]))
+        })
+        .expect("loads");
+        assert_eq!((set, tried.len()), (HookSet::Trampoline, 1));
+    }
+}
