@@ -382,7 +382,11 @@ mod tests {
         let mut tried = Vec::new();
         let (_, _, _, set) = first_complete("test", &auto(), |set| -> Result<Attempt<()>> {
             tried.push(set);
-            Ok(((), Vec::new(), vec![status("exit_connect", Some(set), true)]))
+            Ok((
+                (),
+                Vec::new(),
+                vec![status("exit_connect", Some(set), true)],
+            ))
         })
         .expect("loads");
         assert_eq!((set, tried.len()), (HookSet::Trampoline, 1));
