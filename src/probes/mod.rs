@@ -376,7 +376,7 @@ mod tests {
             anyhow::bail!("{set} failed")
         });
         assert_eq!(tried, [HookSet::Trampoline, HookSet::Tracepoint]);
-        let err = format!("{:#}", r.err().expect("both fail"));
+        let err = format!("{:#}", r.expect_err("both fail"));
         assert!(err.contains("tracepoint failed"), "{err}");
         // a complete trampoline set is taken at once
         let mut tried = Vec::new();
