@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks a built package (.deb or .rpm) against osquery's autoload rules, then runs the
-# packaged binary.
+# Checks a built package (.deb or .rpm, x86_64 or arm64) against osquery's autoload rules,
+# checks that its binary is built for the package's architecture, then runs the packaged
+# binary (an arm64 one under qemu-user).
 # Usage: packaging/check-package.sh target/debian/osquery-ebpf_*.deb
 #        packaging/check-package.sh target/generate-rpm/osquery-ebpf-*.rpm
 set -euo pipefail
@@ -19,6 +20,7 @@ case "$pkg" in
     [ "$(dpkg-deb -f "$pkg" Package)" = osquery-ebpf ] || fail "package name"
     dpkg-deb -I "$pkg" conffiles | grep -qx "$CONF" || fail "the config is not a conffile"
     scripts=$(dpkg-deb -I "$pkg" postinst)
+    arch=$(dpkg-deb -f "$pkg" Architecture)
     dpkg-deb -x "$pkg" "$work"
     ;;
   *.rpm)
@@ -30,6 +32,7 @@ case "$pkg" in
     [ "$(q --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' | awk -v c="$CONF" '$2 == c { print $1 }')" = cn ] \
       || fail "the config is not %config(noreplace)"
     scripts=$(q --scripts)
+    arch=$(q --qf '%{ARCH}')
     rpm -K --nosignature "$pkg" >/dev/null || fail "digests do not match"
     # install it for real (files only) into a scratch root: rpm accepts it, and makes the
     # directories it does not list 0755 root:root
@@ -53,11 +56,22 @@ grep -q "$EXT" <<<"$scripts" || fail "the install script does not list the exten
 
 grep -qxF "$EXT" "$work/usr/share/osquery-ebpf/extensions.load" \
   || fail "extensions.load does not name the installed binary"
-# the packaged binary runs, needs only libc (and libgcc_s), and reads the packaged config
-schema=$(OSQUERY_EBPF_CONFIG="$work$CONF" "$work$EXT" schema) || fail "the packaged binary failed"
+# the binary is built for the package's architecture
+case "$arch" in
+  amd64 | x86_64) machine="Advanced Micro Devices X86-64" run=() ;;
+  arm64 | aarch64) machine="AArch64" run=(qemu-aarch64 -L /usr/aarch64-linux-gnu) ;;
+  *) fail "unknown package architecture $arch" ;;
+esac
+got=$(readelf -h "$work$EXT" | sed -n 's/^ *Machine: *//p')
+[ "$got" = "$machine" ] || fail "the binary is for $got, the package for $arch"
+# the packaged binary runs (a foreign one under qemu-user), needs only libc, libgcc_s and
+# the loader, and reads the packaged config
+schema=$(OSQUERY_EBPF_CONFIG="$work$CONF" "${run[@]}" "$work$EXT" schema) \
+  || fail "the packaged binary failed"
 grep -q "CREATE TABLE bpf_process_events_v2(" <<<"$schema" \
   || fail "the packaged binary did not print the schema"
-if ldd "$work$EXT" | grep -vE 'linux-vdso|libc\.so|libgcc_s|ld-linux' | grep -q '=>'; then
-  fail "unexpected shared libraries: $(ldd "$work$EXT")"
+needed=$(readelf -d "$work$EXT" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+if grep -vE '^(libc\.so\.6|libgcc_s\.so\.1|ld-linux-(x86-64|aarch64)\.so\.[12])$' <<<"$needed" | grep -q .; then
+  fail "unexpected shared libraries: $(tr '\n' ' ' <<<"$needed")"
 fi
 echo "package check passed: $pkg"

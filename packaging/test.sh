@@ -21,12 +21,17 @@ set -e
 # osquery's autoload rules.
 if [ "$status" -eq 0 ]; then
   bash packaging/build-packages.sh
-  bash packaging/check-package.sh target/debian/osquery-ebpf_*.deb
-  bash packaging/check-package.sh target/generate-rpm/osquery-ebpf-*.rpm
-  # The kernel matrix: the packaged (release) binary on Debian kernels 5.10, 6.1, 6.12 and 7.3
-  # under qemu. KERNEL_MATRIX=0 skips it (e.g. for a quick local run).
+  for pkg in target/debian/osquery-ebpf_*.deb target/generate-rpm/osquery-ebpf-*.rpm \
+    target/aarch64-unknown-linux-gnu/debian/osquery-ebpf_*.deb \
+    target/aarch64-unknown-linux-gnu/generate-rpm/osquery-ebpf-*.rpm; do
+    bash packaging/check-package.sh "$pkg"
+  done
+  # The kernel matrix: the packaged (release) binaries on Debian's x86_64 and arm64 kernels
+  # 5.10, 6.1, 6.12 and 7.3 under qemu. KERNEL_MATRIX=0 skips it (e.g. for a quick local run).
   if [ "${KERNEL_MATRIX:-1}" != 0 ]; then
-    EBPF=target/release/osquery-ebpf bash tests/kernels/run-matrix.sh || status=1
+    EBPF=target/release/osquery-ebpf \
+      EBPF_ARM64=target/aarch64-unknown-linux-gnu/release/osquery-ebpf \
+      bash tests/kernels/run-matrix.sh || status=1
   fi
 fi
 

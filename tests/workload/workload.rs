@@ -154,15 +154,24 @@ fn main() {
             say(&format!(r#"{{"pid":{me},"errno":{}}}"#, errno()));
         }
         "fork" => {
-            // The fork(2) syscall itself: glibc's fork() calls clone.
+            // The fork(2) syscall itself (glibc's fork() calls clone); arm64 has no fork(2),
+            // so there a plain clone(SIGCHLD). The facts name the syscall used.
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: the child only calls _exit.
-            let pid = unsafe { libc::syscall(libc::SYS_fork) } as libc::pid_t;
+            let (pid, name) = (unsafe { libc::syscall(libc::SYS_fork) }, "fork");
+            #[cfg(not(target_arch = "x86_64"))]
+            // SAFETY: clone without CLONE_VM is a fork; the child only calls _exit.
+            let (pid, name) = (
+                unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) },
+                "clone",
+            );
+            let pid = pid as libc::pid_t;
             if pid == 0 {
                 // SAFETY: leaving the child at once.
                 unsafe { libc::_exit(0) };
             }
             wait(pid);
-            say(&format!(r#"{{"pid":{me},"child":{pid}}}"#));
+            say(&format!(r#"{{"pid":{me},"child":{pid},"syscall":"{name}"}}"#));
         }
         "vfork" => {
             let pid = vfork_and_exit_child();
