@@ -23,6 +23,7 @@ skeleton!(process_skel, "process.skel.rs");
 skeleton!(socket_skel, "socket.skel.rs");
 skeleton!(feature_skel, "feature.skel.rs");
 
+pub mod check;
 pub mod config;
 pub mod constraints;
 pub mod containers;

@@ -14,14 +14,14 @@ use osquery_ebpf::tables::{
     create_statement, ContainersTable, EventTable, StatsTable, CONTAINERS_COLUMNS,
     CONTAINERS_TABLE, PROCESS_COLUMNS, SOCKET_COLUMNS, STATS_COLUMNS, STATS_TABLE,
 };
-use osquery_ebpf::{logging, watch};
+use osquery_ebpf::{check, logging, watch};
 
 /// osquery extension serving bpf_process_events_v2 and bpf_socket_events_v2 from eBPF (libbpf CO-RE).
 ///
 /// Started by osqueryd/osqueryi with --socket, --timeout, --interval and --verbose; other
 /// settings come from the config file and OSQUERY_EBPF_* environment variables.
 #[derive(Parser, Debug)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version)]
 struct Cli {
     /// osquery's extension manager socket (passed by osquery)
     #[arg(long)]
@@ -47,6 +47,9 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Print the table schemas as osquery shows them
     Schema,
+    /// Report what this host offers and what the extension would use (loads and attaches the
+    /// probes, then detaches them); exit status 0 when both tables would work
+    Check(check::CheckArgs),
 }
 
 fn run(cli: Cli) -> Result<(), ExitError> {
@@ -66,6 +69,15 @@ fn run(cli: Cli) -> Result<(), ExitError> {
             }
             Ok(())
         }
+        Some(Command::Check(args)) => match check::run(&settings, &args) {
+            0 => Ok(()),
+            code => Err(ExitError::new(
+                code,
+                anyhow::anyhow!(
+                    "check: the extension would not work fully on this host (status {code})"
+                ),
+            )),
+        },
         Some(Command::Watch(args)) => {
             let rt = Arc::new(Runtime::start(&settings)?);
             rt.spawn_loss_monitor(Duration::from_secs(5))?;
@@ -125,7 +137,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{:#}", e.error);
+            // one line, on stderr only (osqueryd's log shows it once)
             eprintln!("osquery-ebpf: {:#}", e.error);
             ExitCode::from(u8::try_from(e.code).unwrap_or(1))
         }

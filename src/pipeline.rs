@@ -172,6 +172,11 @@ impl Clock {
         Clock { offset_ns }
     }
 
+    /// UNIX time in ns (0 before 1970), for display.
+    pub fn unix_nanos(&self, ts_boot: u64) -> i64 {
+        i64::try_from((i128::from(ts_boot) + self.offset_ns).max(0)).unwrap_or(i64::MAX)
+    }
+
     pub fn unix_secs(&self, ts_boot: u64) -> u64 {
         let ns = i128::from(ts_boot) + self.offset_ns;
         u64::try_from(ns.max(0) / 1_000_000_000).unwrap_or(0)

@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use crate::constraints::Query;
 use crate::containers::Cgroups;
-use crate::pipeline::unix_now;
+use crate::pipeline::{unix_now, Clock};
 use crate::runtime::{Runtime, Stat};
 use crate::store::Store;
 use crate::tables::{Layout, TableRow};
@@ -30,13 +30,34 @@ pub struct WatchArgs {
     /// (for measuring the extension's own cost)
     #[arg(long)]
     pub counters_only: bool,
+    /// Show one table only
+    #[arg(long, value_enum, default_value_t = WatchTable::Both)]
+    pub table: WatchTable,
 }
 
-fn readable(table: &str, cells: &BTreeMap<String, String>) -> String {
+/// Which table's rows `watch` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WatchTable {
+    Process,
+    Socket,
+    Both,
+}
+
+/// The local clock time of a CLOCK_BOOTTIME timestamp, with milliseconds ("14:03:27.512").
+fn clock_time(clock: &Clock, ts_boot: u64) -> String {
+    let ns = clock.unix_nanos(ts_boot);
+    chrono::DateTime::from_timestamp_nanos(ns)
+        .with_timezone(&chrono::Local)
+        .format("%H:%M:%S%.3f")
+        .to_string()
+}
+
+/// One row for a terminal: clock time, table and syscall in aligned columns, then the rest.
+fn readable(kind: &str, clock: &Clock, cells: &BTreeMap<String, String>) -> String {
     let g = |k: &str| cells.get(k).map(String::as_str).unwrap_or("");
     let head = format!(
-        "{} {:<10} pid={} tid={} parent={} uid={} ret={}{} path={}",
-        g("time"),
+        "{} {kind:<7} {:<10} pid={} tid={} parent={} uid={} ret={}{} path={}",
+        clock_time(clock, g("ntime").parse().unwrap_or(0)),
         g("syscall"),
         g("pid"),
         g("tid"),
@@ -52,7 +73,7 @@ fn readable(table: &str, cells: &BTreeMap<String, String>) -> String {
     );
     if cells.contains_key("family") {
         format!(
-            "{head} [{table}] fd={} family={} type={} proto={} local={}:{} remote={}:{}",
+            "{head} fd={} family={} type={} proto={} local={}:{} remote={}:{}",
             g("fd"),
             g("family"),
             g("type"),
@@ -74,13 +95,14 @@ fn readable(table: &str, cells: &BTreeMap<String, String>) -> String {
 /// Print the rows of `store` newer than `*last_eid`.
 fn print_new<R: TableRow>(
     out: &mut impl Write,
-    table: &str,
+    (kind, table): (&str, &str),
     store: &Store<R>,
     cgroups: &Cgroups,
     last_eid: &mut u64,
     json: bool,
 ) -> std::io::Result<()> {
     let layout = Layout::<R>::new(&Query::default());
+    let clock = Clock::now();
     let seen = *last_eid;
     for e in store.select(unix_now(), |e| e.eid > seen) {
         *last_eid = e.eid;
@@ -107,7 +129,7 @@ fn print_new<R: TableRow>(
             }
             serde_json::Value::Object(obj).to_string()
         } else {
-            let mut line = readable(table, &cells);
+            let mut line = readable(kind, &clock, &cells);
             if let Some(c) = cgroup.and_then(|cg| cg.container) {
                 line.push_str(&format!(" container={}:{:.12}", c.runtime, c.id));
             }
@@ -142,28 +164,28 @@ pub fn run(rt: Arc<Runtime>, tables: (&str, &str), args: &WatchArgs) -> Result<(
             std::thread::sleep(Duration::from_millis(300));
         }
         let mut lock = out.lock();
-        let printed = if args.counters_only {
-            Ok(())
-        } else {
-            print_new(
+        let show = |t| !args.counters_only && (args.table == WatchTable::Both || args.table == t);
+        let mut printed = Ok(());
+        if show(WatchTable::Process) {
+            printed = print_new(
                 &mut lock,
-                tables.0,
+                ("process", tables.0),
                 &rt.process_store,
                 &rt.cgroups,
                 &mut last_process,
                 json,
-            )
-            .and_then(|()| {
-                print_new(
-                    &mut lock,
-                    tables.1,
-                    &rt.socket_store,
-                    &rt.cgroups,
-                    &mut last_socket,
-                    json,
-                )
-            })
-        };
+            );
+        }
+        if printed.is_ok() && show(WatchTable::Socket) {
+            printed = print_new(
+                &mut lock,
+                ("socket", tables.1),
+                &rt.socket_store,
+                &rt.cgroups,
+                &mut last_socket,
+                json,
+            );
+        }
         drop(lock);
         if printed.is_err() {
             break; // stdout closed

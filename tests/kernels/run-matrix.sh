@@ -58,7 +58,7 @@ build_initramfs() {
     [ -x "$EBPF_ARM64" ] || cargo build --release --target "$triple" --bin osquery-ebpf
     cp "$EBPF_ARM64" "$root/bin/osquery-ebpf"
     busybox=$(ARCH=arm64 SERIES= EXTRA_PACKAGES=busybox-static \
-      bash tests/kernels/fetch-kernels.sh | awk '$1 == "package" { print $3 }')/bin/busybox
+      bash tests/kernels/fetch-kernels.sh | awk '$1 == "package" { print $3 }')/usr/bin/busybox
     cargo build --target "$triple" --example guest --example workload
     [ -z "${HOOKBENCH:-}" ] || cargo build --release --target "$triple" --example hookbench
   fi

@@ -162,7 +162,9 @@ fn main() {
             #[cfg(not(target_arch = "x86_64"))]
             // SAFETY: clone without CLONE_VM is a fork; the child only calls _exit.
             let (pid, name) = (
-                unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) },
+                unsafe {
+                    libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0)
+                },
                 "clone",
             );
             let pid = pid as libc::pid_t;
@@ -171,7 +173,9 @@ fn main() {
                 unsafe { libc::_exit(0) };
             }
             wait(pid);
-            say(&format!(r#"{{"pid":{me},"child":{pid},"syscall":"{name}"}}"#));
+            say(&format!(
+                r#"{{"pid":{me},"child":{pid},"syscall":"{name}"}}"#
+            ));
         }
         "vfork" => {
             let pid = vfork_and_exit_child();
