@@ -97,6 +97,29 @@ fn main() {
             .unwrap_or_default()
             .trim()
     );
+    // `check` (in the default run only): what an operator sees before a rollout, and its
+    // verdict and hook set must agree with what the extension then does
+    let check_ok = extra.is_empty().then(|| {
+        let out = Command::new(ebpf)
+            .args(["check", "--json"])
+            .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+            .output()
+            .expect("run check");
+        let text = Command::new(ebpf)
+            .arg("check")
+            .env("OSQUERY_EBPF_CONFIG", "/dev/null")
+            .output()
+            .expect("run check");
+        print!("{}", String::from_utf8_lossy(&text.stdout));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let want = std::env::var("EXPECT_HOOKS").unwrap_or_default();
+        let ok = out.status.success()
+            && report["status"] == 0
+            && (want.is_empty()
+                || (report["process_hooks"] == want.as_str()
+                    && report["socket_hooks"] == want.as_str()));
+        (ok, report)
+    });
     let mut ext = Command::new(ebpf)
         .args(["watch", "--json", "--stats-every", "0"])
         .args(extra)
@@ -153,6 +176,12 @@ fn main() {
         println!("{} {what}", if cond { "ok  " } else { "FAIL" });
         ok &= cond;
     };
+    if let Some((check_ok, report)) = &check_ok {
+        check(
+            *check_ok,
+            format!("check: status 0 and the expected hooks: {report}"),
+        );
+    }
 
     // exec with arguments, exit status 3
     let (p, _) = workload(work, &["exit", "3"]);
@@ -222,7 +251,17 @@ fn main() {
             .expect("spawn server");
         let sp = server.id().to_string();
         let (cp, cfacts) = workload(work, &["tcp-client", addr, &port]);
-        let _ = server.wait_with_output();
+        // the server exits after its one accept; if the client never connected, it would wait
+        // for ever: give it a minute, then end it (the checks below then fail)
+        let mut server = server;
+        let started = Instant::now();
+        while server.try_wait().ok().flatten().is_none()
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
         let cport = cfacts["local_port"].as_u64().unwrap_or(0).to_string();
         for call in ["bind", "listen", "accept4"] {
             let r = rows.wait(call, slow, |r| s(r, "pid") == sp && s(r, "syscall") == call);

@@ -257,7 +257,8 @@ fn main() {
             let c = loop {
                 match std::net::TcpStream::connect(&addr) {
                     Ok(c) => break c,
-                    Err(e) if start.elapsed() > std::time::Duration::from_secs(10) => {
+                    // long: an emulated guest on a loaded host can take seconds to start the server
+                    Err(e) if start.elapsed() > std::time::Duration::from_secs(60) => {
                         panic!("connect: {e}")
                     }
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
