@@ -21,7 +21,7 @@ set -e
 # osquery's autoload rules.
 if [ "$status" -eq 0 ]; then
   bash packaging/build-packages.sh
-  for pkg in target/debian/osquery-ebpf_*.deb target/generate-rpm/osquery-ebpf-*.rpm \
+  for pkg in target/debian/osquery-ebpf_*_amd64.deb target/generate-rpm/osquery-ebpf-*.x86_64.rpm \
     target/aarch64-unknown-linux-gnu/debian/osquery-ebpf_*.deb \
     target/aarch64-unknown-linux-gnu/generate-rpm/osquery-ebpf-*.rpm; do
     bash packaging/check-package.sh "$pkg"
