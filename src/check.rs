@@ -67,7 +67,7 @@ fn host_facts(settings: &Settings) -> Vec<(&'static str, String)> {
         (
             "lockdown",
             read_trimmed("/sys/kernel/security/lockdown")
-                .unwrap_or_else(|| "not available (no lockdown LSM)".into()),
+                .unwrap_or_else(|| "unknown (/sys/kernel/security/lockdown cannot be read)".into()),
         ),
         (
             "cgroup_v2",
