@@ -15,7 +15,8 @@
 # --btf-path and a BTF file taken from its image; default 6.1), KERNEL_CACHE (see
 # fetch-kernels.sh), EBPF / EBPF_ARM64 (the extension binaries; default the release builds,
 # built if missing), GUEST_TIMEOUT (seconds per kernel, default 900), MATRIX_LOG_DIR (console
-# logs; default target/kernel-matrix).
+# logs; default target/kernel-matrix), QEMU_ARGS (extra qemu arguments, e.g. "-icount
+# shift=0,sleep=off" for a virtual clock that counts instructions).
 #
 # HOOKBENCH="ARGS" runs the hook-cost benchmark (benches/hookbench.rs) in each guest instead
 # of the test, with those arguments, and prints its table: `HOOKBENCH="--rounds 5"
@@ -131,14 +132,16 @@ boot() {
   local arch=$1 image=$3 log=$4 extra=$5 initrd=$work/$1/initramfs.gz
   set +e
   if [ "$arch" = amd64 ]; then
-    timeout "${GUEST_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024M \
+    # shellcheck disable=SC2086
+    timeout "${GUEST_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 1024M ${QEMU_ARGS:-} \
       -nographic -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
       -kernel "$image" -initrd "$initrd" \
       -append "console=ttyS0 quiet panic=-1 rdinit=/init $extra" </dev/null >"$log" 2>&1
   else
     # pauth-impdef: emulating the architected pointer-authentication cipher made loading the
     # probes 5x slower
-    timeout "${GUEST_TIMEOUT:-900}" qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on \
+    # shellcheck disable=SC2086
+    timeout "${GUEST_TIMEOUT:-900}" qemu-system-aarch64 -M virt -cpu max,pauth-impdef=on ${QEMU_ARGS:-} \
       -smp 2 -m 1024M -nographic -no-reboot -kernel "$image" -initrd "$initrd" \
       -append "console=ttyAMA0 quiet panic=-1 rdinit=/init $extra" </dev/null >"$log" 2>&1
   fi
@@ -205,7 +208,7 @@ for arch in ${ARCHES:-amd64 arm64}; do
       if [ "$variant" = hookbench ]; then
         echo "kernel $label$series: hookbench in ${took}s"
         sed -n '/^hookbench on/,/^events lost/p' "$log" | tr -d '\r'
-        grep -q "HOOKBENCH DONE" "$log" || failed+=("$name")
+        if grep -q "HOOKBENCH DONE" "$log"; then passed+=("$name"); else failed+=("$name"); fi
         continue
       fi
       # x86_64: isa-debug-exit turns the guest's 0 (pass) into qemu status 1; arm64 has no
