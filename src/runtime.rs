@@ -13,7 +13,8 @@ use crate::containers::Cgroups;
 use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
 use crate::probes::{self, HookReport, HookSet, KernelStats, Probes, ProgramStatus};
 use crate::procctx::ProcessContext;
-use crate::stats::{is_loss, kernel_stat_names, Counters};
+pub use crate::stats::Stat;
+use crate::stats::{kernel_stats, Counters};
 use crate::store::Store;
 
 pub struct Runtime {
@@ -31,9 +32,6 @@ pub struct Runtime {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// One counter: name, value, meaning.
-pub type Stat = (String, u64, String);
-
 /// The extension's own CPU time and memory, from /proc/self.
 fn own_usage(out: &mut Vec<Stat>) {
     let Ok(me) = procfs::process::Process::myself() else {
@@ -41,20 +39,20 @@ fn own_usage(out: &mut Vec<Stat>) {
     };
     if let Ok(stat) = me.stat() {
         let tick_ms = 1000 / procfs::ticks_per_second().max(1);
-        out.push((
-            "cpu_user_ms".into(),
+        out.push(Stat::new(
+            "cpu_user_ms",
             stat.utime * tick_ms,
-            "user CPU time of the extension".into(),
+            "user CPU time of the extension",
         ));
-        out.push((
-            "cpu_system_ms".into(),
+        out.push(Stat::new(
+            "cpu_system_ms",
             stat.stime * tick_ms,
-            "system CPU time of the extension".into(),
+            "system CPU time of the extension",
         ));
-        out.push((
-            "rss_bytes".into(),
+        out.push(Stat::new(
+            "rss_bytes",
             stat.rss * procfs::page_size(),
-            "resident memory of the extension".into(),
+            "resident memory of the extension",
         ));
     }
 }
@@ -62,17 +60,17 @@ fn own_usage(out: &mut Vec<Stat>) {
 fn store_stats<R>(out: &mut Vec<Stat>, table: &str, store: &Store<R>) {
     let c = &store.counters;
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    out.push((
+    out.push(Stat::new(
         format!("{table}_rows_buffered"),
         store.len() as u64,
         format!("{table} rows in the store now"),
     ));
-    out.push((
+    out.push(Stat::new(
         format!("{table}_rows_evicted_age"),
         g(&c.evicted_by_age),
         format!("{table} rows dropped from the store by events_expiry"),
     ));
-    out.push((
+    out.push(Stat::new(
         format!("{table}_rows_evicted_count"),
         g(&c.evicted_by_count),
         format!("{table} rows dropped from the store by events_max"),
@@ -125,44 +123,36 @@ impl Runtime {
 
     /// Every counter, kernel and user space.
     pub fn stats(&self) -> Vec<Stat> {
-        let mut out: Vec<Stat> = self
-            .counters
-            .snapshot()
-            .into_iter()
-            .map(|(n, v, d)| (n.to_string(), v, d.to_string()))
-            .collect();
-        let kernel = self.kernel_stats.read();
-        for ((name, desc), v) in kernel_stat_names().into_iter().zip(kernel) {
-            out.push((name.to_string(), v, desc.to_string()));
-        }
+        let mut out = self.counters.snapshot();
+        out.extend(kernel_stats(&self.kernel_stats.read()));
         store_stats(&mut out, "process", &self.process_store);
         store_stats(&mut out, "socket", &self.socket_store);
         let attached = self.programs.iter().filter(|p| p.error.is_none()).count();
-        out.push((
-            "probes_attached".into(),
+        out.push(Stat::new(
+            "probes_attached",
             attached as u64,
-            "BPF programs attached".into(),
+            "BPF programs attached",
         ));
-        out.push((
-            "probes_failed".into(),
+        out.push(Stat::new(
+            "probes_failed",
             (self.programs.len() - attached) as u64,
-            "BPF programs that failed to attach".into(),
+            "BPF programs that failed to attach",
         ));
-        out.push((
-            "ring_buffer_size".into(),
+        out.push(Stat::new(
+            "ring_buffer_size",
             u64::from(self.ring_buffer_bytes),
-            "BPF ring buffer bytes (with the perf transport: shared out among the CPUs)".into(),
+            "BPF ring buffer bytes (with the perf transport: shared out among the CPUs)",
         ));
-        out.push((
-            "transport_perf_buffer".into(),
+        out.push(Stat::new(
+            "transport_perf_buffer",
             u64::from(self.perf),
-            "1: records come through per-CPU perf buffers; 0: through the BPF ring buffer".into(),
+            "1: records come through per-CPU perf buffers; 0: through the BPF ring buffer",
         ));
         for (table, set) in [
             ("process", Some(self.hooks.process)),
             ("socket", self.hooks.socket),
         ] {
-            out.push((
+            out.push(Stat::new(
                 format!("{table}_hooks_trampoline"),
                 u64::from(set == Some(HookSet::Trampoline)),
                 format!(
@@ -188,7 +178,7 @@ impl Runtime {
                 None => (1, format!("attached ({set})")),
                 Some(why) => (0, format!("{why} ({set})")),
             };
-            out.push((format!("probe_{}", p.name), v, desc));
+            out.push(Stat::new(format!("probe_{}", p.name), v, desc));
         }
         own_usage(&mut out);
         out
@@ -196,11 +186,7 @@ impl Runtime {
 
     /// Sum of the counters that mean a lost row.
     pub fn losses(stats: &[Stat]) -> u64 {
-        stats
-            .iter()
-            .filter(|(n, _, _)| is_loss(n))
-            .map(|(_, v, _)| v)
-            .sum()
+        stats.iter().filter(|s| s.loss).map(|s| s.value).sum()
     }
 
     /// Log a warning, at most every `every`, when a loss counter moved.
@@ -224,8 +210,8 @@ impl Runtime {
                     if lost > last {
                         let detail: Vec<String> = stats
                             .iter()
-                            .filter(|(n, v, _)| *v > 0 && is_loss(n))
-                            .map(|(n, v, _)| format!("{n}={v}"))
+                            .filter(|s| s.value > 0 && s.loss)
+                            .map(|s| format!("{}={}", s.name, s.value))
                             .collect();
                         tracing::warn!("events were lost: {} in all ({})", lost, detail.join(", "));
                         last = lost;

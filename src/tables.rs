@@ -321,11 +321,11 @@ impl ReadOnlyTable for StatsTable {
             self.runtime
                 .stats()
                 .into_iter()
-                .map(|(name, value, description)| {
+                .map(|s| {
                     BTreeMap::from([
-                        ("name".to_string(), name),
-                        ("value".to_string(), value.to_string()),
-                        ("description".to_string(), description),
+                        ("name".to_string(), s.name),
+                        ("value".to_string(), s.value.to_string()),
+                        ("description".to_string(), s.description),
                     ])
                 })
                 .collect()

@@ -141,7 +141,10 @@ fn print_new<R: TableRow>(
 }
 
 pub fn print_stats(stats: &[Stat]) {
-    let line: Vec<String> = stats.iter().map(|(n, v, _)| format!("{n}={v}")).collect();
+    let line: Vec<String> = stats
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.value))
+        .collect();
     eprintln!("stats: {}", line.join(" "));
 }
 
