@@ -15,6 +15,11 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 bash packaging/install-build-deps.sh gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
   libelf-dev:arm64 zlib1g-dev:arm64 qemu-system-arm qemu-user
+# Exit status 3: the Rust standard library for arm64 cannot be had here (rustup fetches it
+# from the Rust project's servers); callers then skip arm64, saying so.
 if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
-  rustup target add aarch64-unknown-linux-gnu
+  if ! rustup target add aarch64-unknown-linux-gnu; then
+    echo "the rustup target aarch64-unknown-linux-gnu cannot be installed here" >&2
+    exit 3
+  fi
 fi

@@ -21,9 +21,13 @@ set -e
 # osquery's autoload rules.
 if [ "$status" -eq 0 ]; then
   bash packaging/build-packages.sh
-  for pkg in target/debian/osquery-ebpf_*_amd64.deb target/generate-rpm/osquery-ebpf-*.x86_64.rpm \
-    target/aarch64-unknown-linux-gnu/debian/osquery-ebpf_*.deb \
-    target/aarch64-unknown-linux-gnu/generate-rpm/osquery-ebpf-*.rpm; do
+  pkgs=(target/debian/osquery-ebpf_*_amd64.deb target/generate-rpm/osquery-ebpf-*.x86_64.rpm)
+  # the arm64 ones, unless build-packages.sh said it skipped them
+  if rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu; then
+    pkgs+=(target/aarch64-unknown-linux-gnu/debian/osquery-ebpf_*_arm64.deb
+      target/aarch64-unknown-linux-gnu/generate-rpm/osquery-ebpf-*.aarch64.rpm)
+  fi
+  for pkg in "${pkgs[@]}"; do
     bash packaging/check-package.sh "$pkg"
   done
   # The kernel matrix: the packaged (release) binaries on Debian's x86_64 and arm64 kernels
