@@ -112,6 +112,29 @@ static __always_inline void stat_inc(__u32 id)
 }
 
 /*
+ * Claim a scratch area of kind `slot` by its busy mark; 0 when it may be used. Only trampoline
+ * slots are marked (tracepoint programs cannot be preempted on their CPU); one held by a
+ * preempted trampoline program is a lost record, counted. Release it with scratch_release.
+ */
+static __always_inline int scratch_claim(__u32 *busy, enum scratch_slot slot)
+{
+	if (slot != SLOT_TRAMPOLINE)
+		return 0;
+	if (*busy) {
+		stat_inc(STAT_SCRATCH_BUSY);
+		return -1;
+	}
+	*busy = 1;
+	return 0;
+}
+
+static __always_inline void scratch_release(__u32 *busy, enum scratch_slot slot)
+{
+	if (slot == SLOT_TRAMPOLINE)
+		*busy = 0;
+}
+
+/*
  * Ring-buffer notification flags for a record just written. Waking the consumer for every
  * record costs an irq_work per event (several microseconds under virtualisation); instead the
  * consumer polls every few milliseconds and is woken early only when the ring is 1/8 full.

@@ -9,8 +9,9 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* ctx is not read, like every trampoline program here (see syscall.bpf.h) */
 SEC("fentry/" SYSCALL_WRAPPER(listen))
-int BPF_PROG(trampoline_probe, struct pt_regs *regs)
+int trampoline_probe(void *ctx)
 {
 	/* a tracing helper, so that the test hook that retypes the program makes it fail */
 	bpf_get_current_pid_tgid();

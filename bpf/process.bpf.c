@@ -54,8 +54,8 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } filter_paths SEC(".maps");
 
-/* This CPU's scratch area of kind `slot`; release it with put_scratch. NULL (counted) when
- * there is none, or when a preempted trampoline program of another task holds it. */
+/* This CPU's scratch area of kind `slot`, claimed (see scratch_claim; release it with
+ * scratch_release). NULL (counted) when there is none or it is held. */
 static __always_inline struct exec_scratch *get_scratch(enum scratch_slot slot)
 {
 	__u32 idx = scratch_index(slot);
@@ -64,20 +64,7 @@ static __always_inline struct exec_scratch *get_scratch(enum scratch_slot slot)
 		stat_inc(STAT_SCRATCH_MISSING);
 		return 0;
 	}
-	if (slot == SLOT_TRAMPOLINE) {
-		if (s->busy) {
-			stat_inc(STAT_SCRATCH_BUSY);
-			return 0;
-		}
-		s->busy = 1;
-	}
-	return s;
-}
-
-static __always_inline void put_scratch(struct exec_scratch *s, enum scratch_slot slot)
-{
-	if (slot == SLOT_TRAMPOLINE)
-		s->busy = 0;
+	return scratch_claim(&s->busy, slot) ? 0 : s;
 }
 
 /*
@@ -303,7 +290,8 @@ int enter_exit_group_tp(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* The trampoline set: the same entries, from the syscall wrappers' pt_regs. */
+/* The trampoline set: the same entries, the arguments from the task's saved registers (see
+ * syscall_regs). */
 
 SEC("fentry/" SYSCALL_WRAPPER(execve))
 int enter_execve_fe(void *ctx)
@@ -513,7 +501,7 @@ static __always_inline int failed_exec(void *ctx, long ret, enum scratch_slot sl
 	s->ev.cwd_len = append_path(s, off + s->ev.path_len, &pwd, FLAG_CWD_TRUNCATED);
 
 	submit_exec(ctx, s);
-	put_scratch(s, slot);
+	scratch_release(&s->busy, slot);
 	return 0;
 }
 

@@ -102,12 +102,15 @@ static __always_inline void read_socket(struct socket_event *ev, struct file *fi
 /*
  * The one builder of socket records: `syscall` returned `ret` on `fd` (for accept, the
  * listening socket); `uaddr`/`ulen` are the caller's sockaddr (connect and bind; 0 otherwise);
- * `ts` is when the call started as far as the hook knows it.
+ * `ts` is when the call started, or 0 when the hook does not know (the record is then dated
+ * now, duration 0).
  */
 static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int fd, __u64 uaddr,
 					 __u32 ulen, __u64 ts, enum scratch_slot slot)
 {
 	__u64 now = now_boot_ns();
+	if (!ts)
+		ts = now;
 
 	if (excluded_current()) {
 		stat_inc(STAT_SOCKET_FILTERED);
@@ -124,11 +127,8 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 			stat_inc(STAT_SCRATCH_MISSING);
 			return 0;
 		}
-		if (slot == SLOT_TRAMPOLINE && scratch->busy) {
-			stat_inc(STAT_SCRATCH_BUSY);
+		if (scratch_claim(&scratch->busy, slot))
 			return 0;
-		}
-		scratch->busy = 1;
 		ev = &scratch->ev;
 	} else {
 		ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
@@ -177,7 +177,7 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 		stat_inc(STAT_SOCKET_DROPPED);
 	else
 		stat_inc(STAT_SOCKET_EMITTED);
-	scratch->busy = 0;
+	scratch_release(&scratch->busy, slot);
 	return 0;
 }
 
@@ -210,7 +210,7 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 		struct pt_regs *regs = syscall_regs();                                    \
 		return socket_record(ctx, id, FEXIT_RET(ctx), (int)SYSCALL_ARG1(regs),    \
 				     with_addr ? SYSCALL_ARG2(regs) : 0,                  \
-				     with_addr ? (__u32)SYSCALL_ARG3(regs) : 0, now_boot_ns(), \
+				     with_addr ? (__u32)SYSCALL_ARG3(regs) : 0, 0,        \
 				     SLOT_TRAMPOLINE);                                    \
 	}
 

@@ -54,7 +54,6 @@ static __always_inline struct pt_regs *syscall_regs(void)
 #define SYSCALL_ARG1(regs) PT_REGS_PARM1_CORE_SYSCALL(regs)
 #define SYSCALL_ARG2(regs) PT_REGS_PARM2_CORE_SYSCALL(regs)
 #define SYSCALL_ARG3(regs) PT_REGS_PARM3_CORE_SYSCALL(regs)
-#define SYSCALL_ARG4(regs) PT_REGS_PARM4_CORE_SYSCALL(regs)
 #define SYSCALL_ARG5(regs) PT_REGS_PARM5_CORE_SYSCALL(regs)
 
 /* An fexit program's return value: after the wrapper's one argument. */

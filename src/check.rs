@@ -39,7 +39,7 @@ fn read_trimmed(path: &str) -> Option<String> {
 /// Facts that need nothing loaded (read before loading: loading may mount tracefs).
 fn host_facts(settings: &Settings) -> Vec<(&'static str, String)> {
     let uname = nix::sys::utsname::uname().ok();
-    let text =
+    let os_text =
         |v: Option<&std::ffi::OsStr>| v.map_or(String::new(), |s| s.to_string_lossy().into_owned());
     let btf = match &settings.probes.btf_path {
         Some(p) => format!("{} (btf_path)", p.display()),
@@ -59,8 +59,8 @@ fn host_facts(settings: &Settings) -> Vec<(&'static str, String)> {
         format!("uid {} (not root)", nix::unistd::geteuid())
     };
     vec![
-        ("kernel", text(uname.as_ref().map(|u| u.release()))),
-        ("architecture", text(uname.as_ref().map(|u| u.machine()))),
+        ("kernel", os_text(uname.as_ref().map(|u| u.release()))),
+        ("architecture", os_text(uname.as_ref().map(|u| u.machine()))),
         ("btf", btf),
         ("tracefs", tracefs),
         ("privileges", privileges),
@@ -99,15 +99,7 @@ fn examine(settings: &Settings) -> Report {
                     _ => "ring buffer".into(),
                 },
             ));
-            facts.push((
-                "hooks",
-                format!(
-                    "{} for the process table, {} for the socket table ({})",
-                    p.hooks.process,
-                    p.hooks.socket.map_or("none", HookSet::name),
-                    p.hooks.why
-                ),
-            ));
+            facts.push(("hooks", p.hooks.to_string()));
             let failed: Vec<&str> = p
                 .programs
                 .iter()

@@ -83,6 +83,19 @@ pub struct HookReport {
     pub why: String,
 }
 
+impl std::fmt::Display for HookReport {
+    /// As the start-up log and `check` say it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} for the process table, {} for the socket table ({})",
+            self.process,
+            self.socket.map_or("none", HookSet::name),
+            self.why
+        )
+    }
+}
+
 /// The running probes: a consumer thread owns the loaded objects and drains the kernel buffer.
 pub struct Probes {
     stop: Arc<AtomicBool>,
@@ -248,12 +261,7 @@ fn set_up(opts: &ProbeOptions, pending: &SharedPending) -> Result<(Running, Repo
         socket: socket_set,
         why: choice.why.clone(),
     };
-    tracing::info!(
-        "hooks: {} for the process table, {} for the socket table ({})",
-        hooks.process,
-        hooks.socket.map_or("none", HookSet::name),
-        hooks.why
-    );
+    tracing::info!("hooks: {hooks}");
 
     let muted = crate::filters::seed_muted(&opts.filters, &process.maps.muted);
     if !opts.filters.is_empty() {

@@ -239,6 +239,7 @@ fn main() {
     );
 
     // TCP over IPv4 and IPv6 on loopback
+    let trampolines = std::env::var("EXPECT_HOOKS").is_ok_and(|h| h == "trampoline");
     for (n, (addr, shown)) in [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")]
         .into_iter()
         .enumerate()
@@ -293,6 +294,8 @@ fn main() {
                 s(r, "remote_address") == shown
                     && s(r, "remote_port") == port
                     && s(r, "local_port") == cport
+                    // the trampoline set has no entry time for socket calls: duration 0
+                    && (!trampolines || s(r, "duration") == "0")
             }),
             format!("connect on {shown}: {c:?}"),
         );
