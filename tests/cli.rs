@@ -211,9 +211,12 @@ fn watch_shows_a_clock_time_aligned_columns_and_one_table_when_asked() {
         return;
     }
     let marker = "readable-marker";
-    // script(1) gives watch a terminal, so that it prints its readable form
+    // script(1) gives watch a terminal, so that it prints its readable form. The marker runs
+    // until watch exits: loading the probes takes seconds when other tests load theirs, and
+    // --duration only counts from the moment watch is ready.
     let shell = format!(
-        "{} watch --table process --stats-every 0 --duration 4 & sleep 2; /bin/true {marker}; wait",
+        "{} watch --table process --stats-every 0 --duration 2 & w=$!; \
+         while kill -0 $w 2>/dev/null; do /bin/true {marker}; sleep 0.3; done; wait",
         env!("CARGO_BIN_EXE_osquery-ebpf")
     );
     let out = Command::new("script")
