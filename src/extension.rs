@@ -1,18 +1,25 @@
-//! Serving the tables to osquery over its extension socket with osquery-rust-ng, guarded
-//! against that crate's known pitfalls: it connects once without retrying, a stale
-//! `PATH.<uuid>` from a killed run stops its listener silently, and a refused registration
-//! is only logged while the process keeps running.
+//! Serving the tables to osquery: wait for its socket, register, answer on our own socket
+//! (`SOCKET.<uuid>`, see [`crate::protocol::serve`]), ping osquery, and register again when
+//! osquery stops listing us while both keep running (seen with osqueryd 5.23.1:
+//! fleetdm/fleet #52093).
 
-use std::io::ErrorKind;
+use std::io::{BufReader, BufWriter, ErrorKind};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use osquery_rust_ng::plugin::Plugin;
-use osquery_rust_ng::Server;
+use thrift::protocol::TBinaryOutputProtocol;
 
-use crate::logging::{self, ServerFailure};
 use crate::probes::StartupKind;
+use crate::protocol::bounded::{BoundedInput, MAX_REQUEST};
+use crate::protocol::osquery::{
+    ExtensionManagerSyncClient, InternalExtensionInfo, TExtensionManagerSyncClient,
+    TExtensionSyncClient,
+};
+use crate::protocol::serve::{Extension, Listener};
+use crate::tables::Table;
 
 pub const EXTENSION_NAME: &str = "osquery-ebpf";
 
@@ -113,70 +120,155 @@ pub fn remove_stale_sockets(socket: &Path) -> Vec<std::path::PathBuf> {
     removed
 }
 
+/// How often osquery is pinged (osquery-rust-ng's interval, which osquery has accepted).
+const PING_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the extension checks that osquery still lists its registration.
+const REGISTRATION_CHECK: Duration = Duration::from_secs(3);
+/// A call to osquery that takes longer than this has failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+type ManagerClient = ExtensionManagerSyncClient<
+    BoundedInput<BufReader<UnixStream>>,
+    TBinaryOutputProtocol<BufWriter<UnixStream>>,
+>;
+
+fn connect(socket: &Path) -> std::io::Result<ManagerClient> {
+    let stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+    stream.set_write_timeout(Some(CALL_TIMEOUT))?;
+    let read = stream.try_clone()?;
+    Ok(ExtensionManagerSyncClient::new(
+        BoundedInput::new(BufReader::new(read), MAX_REQUEST),
+        TBinaryOutputProtocol::new(BufWriter::new(stream), true),
+    ))
+}
+
+/// Register the tables and serve them on `SOCKET.<uuid>`.
+fn register(
+    client: &mut ManagerClient,
+    ext: &Arc<Extension>,
+    socket: &Path,
+) -> Result<Listener, ExitError> {
+    let info = InternalExtensionInfo::new(
+        EXTENSION_NAME.to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+        "Unknown".to_string(),
+        "Unknown".to_string(),
+    );
+    let status = client
+        .register_extension(info, ext.registry())
+        .map_err(|e| {
+            ExitError::new(
+                EXIT_NO_OSQUERY,
+                anyhow::anyhow!("registering with osquery at {}: {e}", socket.display()),
+            )
+        })?;
+    let names = ext.table_names().join(", ");
+    if status.code != Some(0) {
+        let message = status.message.unwrap_or_default();
+        let hint = if message.contains("conflicts") || message.contains("exists") {
+            format!(
+                " A table name is taken: set other names with process_table/socket_table \
+                 (tables: {names})"
+            )
+        } else {
+            String::new()
+        };
+        return Err(ExitError::new(
+            EXIT_REFUSED,
+            anyhow::anyhow!(
+                "osquery refused the registration (status {}): {message}.{hint}",
+                status.code.unwrap_or(-1)
+            ),
+        ));
+    }
+    let uuid = status.uuid.unwrap_or(0);
+    ext.uuid.store(uuid, Ordering::Release);
+    let path = PathBuf::from(format!("{}.{uuid}", socket.display()));
+    remove_stale_sockets(socket);
+    let listener = Listener::bind(path.clone(), ext.clone()).map_err(|e| {
+        ExitError::new(
+            EXIT_STARTUP,
+            anyhow::anyhow!(
+                "the extension's own socket {} could not be served: {e}",
+                path.display()
+            ),
+        )
+    })?;
+    tracing::info!(uuid, socket = %path.display(), tables = %names, "registered with osquery");
+    Ok(listener)
+}
+
+/// Sleep `d`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while !stop.load(Ordering::Acquire) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+}
+
 /// Register with osquery and serve until osquery goes away, asks us to stop, or a signal.
-pub fn serve(socket: &Path, timeout: Duration, plugins: Vec<Plugin>) -> Result<(), ExitError> {
+pub fn serve(
+    socket: &Path,
+    timeout: Duration,
+    tables: Vec<Arc<dyn Table>>,
+) -> Result<(), ExitError> {
     wait_for_socket(socket, timeout)?;
     remove_stale_sockets(socket);
-    let socket_str = socket.to_string_lossy().into_owned();
-
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let ext = Arc::new(Extension::new(tables, stop.clone()));
     let start = Instant::now();
-    let mut server = loop {
-        match Server::<Plugin>::new(Some(EXTENSION_NAME), &socket_str) {
-            Ok(s) => break s,
+    let mut client = loop {
+        match connect(socket) {
+            Ok(c) => break c,
             Err(e) if start.elapsed() >= timeout => {
                 return Err(ExitError::new(
                     EXIT_NO_OSQUERY,
-                    anyhow::anyhow!("connecting to osquery at {socket_str}: {e}"),
+                    anyhow::anyhow!("connecting to osquery at {}: {e}", socket.display()),
                 ))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
-    let names: Vec<String> = plugins
-        .iter()
-        .map(osquery_rust_ng::plugin::OsqueryPlugin::name)
-        .collect();
-    for p in plugins {
-        server.register_plugin(p);
-    }
-    logging::watch_server(server.get_stop_handle());
-    tracing::info!(socket = %socket_str, tables = ?names, "registering with osquery");
-
-    let result = server.run_with_signal_handling();
-    match logging::server_failure() {
-        Some(ServerFailure::Refused { code, message }) => {
-            let _ = std::fs::remove_file(format!("{socket_str}.0"));
-            let hint = if message.contains("conflicts") || message.contains("exists") {
-                format!(
-                    " A table name is taken: set other names with process_table/socket_table \
-                     (tables: {})",
-                    names.join(", ")
-                )
-            } else {
-                String::new()
-            };
-            Err(ExitError::new(
-                EXIT_REFUSED,
-                anyhow::anyhow!(
-                    "osquery refused the registration (status {code}): {message}.{hint}"
-                ),
-            ))
+    let mut listener = register(&mut client, &ext, socket)?;
+    let mut checked = Instant::now();
+    loop {
+        sleep_unless(&stop, PING_INTERVAL);
+        if stop.load(Ordering::Acquire) {
+            break;
         }
-        Some(ServerFailure::Listener(e)) => Err(ExitError::new(
-            EXIT_STARTUP,
-            anyhow::anyhow!("the extension's own socket could not be served: {e}"),
-        )),
-        None => match result {
-            Ok(()) => {
-                tracing::info!("osquery-ebpf stopped");
-                Ok(())
+        if client.ping().is_err() {
+            // one new connection, in case only ours broke
+            match connect(socket).map(|mut c| c.ping().map(|_| c)) {
+                Ok(Ok(c)) => client = c,
+                _ => {
+                    tracing::info!("osquery went away");
+                    break;
+                }
             }
-            Err(e) => Err(ExitError::new(
-                EXIT_NO_OSQUERY,
-                anyhow::anyhow!("talking to osquery at {socket_str}: {e}"),
-            )),
-        },
+        }
+        if checked.elapsed() >= REGISTRATION_CHECK {
+            checked = Instant::now();
+            let uuid = ext.uuid.load(Ordering::Acquire);
+            if let Ok(list) = client.extensions() {
+                if !list.contains_key(&uuid) {
+                    tracing::warn!(
+                        uuid,
+                        "osquery no longer lists this extension: registering again"
+                    );
+                    drop(listener); // osquery may hand out the same uuid again
+                    listener = register(&mut client, &ext, socket)?;
+                }
+            }
+        }
     }
+    let _ = client.deregister_extension(ext.uuid.load(Ordering::Acquire));
+    drop(listener);
+    tracing::info!("osquery-ebpf stopped");
+    Ok(())
 }
 
 #[cfg(test)]

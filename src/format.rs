@@ -21,26 +21,31 @@ fn needs_quotes(arg: &str) -> bool {
 /// `cmdline`: arguments joined by single spaces. An argument that is empty or contains
 /// whitespace, a control character, a quote or a backslash is wrapped in single quotes, with
 /// each `'` inside written as `'\''` (POSIX shell quoting), so the text splits back exactly.
-pub fn cmdline(args: &[String]) -> String {
-    let mut out = String::with_capacity(args.iter().map(|a| a.len() + 1).sum());
+pub fn write_cmdline(out: &mut Vec<u8>, args: &[String]) {
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
-            out.push(' ');
+            out.push(b' ');
         }
         if needs_quotes(arg) {
-            out.push('\'');
-            out.push_str(&arg.replace('\'', "'\\''"));
-            out.push('\'');
+            out.push(b'\'');
+            for (j, piece) in arg.split('\'').enumerate() {
+                if j > 0 {
+                    out.extend_from_slice(br"'\''");
+                }
+                out.extend_from_slice(piece.as_bytes());
+            }
+            out.push(b'\'');
         } else {
-            out.push_str(arg);
+            out.extend_from_slice(arg.as_bytes());
         }
     }
-    out
 }
 
 /// `json_cmdline`: a compact JSON array of the arguments.
-pub fn json_cmdline(args: &[String]) -> String {
-    serde_json::to_string(args).unwrap_or_else(|_| "[]".to_string())
+pub fn write_json_cmdline(out: &mut Vec<u8>, args: &[String]) {
+    if serde_json::to_writer(&mut *out, args).is_err() {
+        out.extend_from_slice(b"[]");
+    }
 }
 
 /// Bytes of a path or similar field as text (lossy).
@@ -54,6 +59,18 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn cmdline(args: &[String]) -> String {
+        let mut out = Vec::new();
+        write_cmdline(&mut out, args);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    fn json_cmdline(args: &[String]) -> String {
+        let mut out = Vec::new();
+        write_json_cmdline(&mut out, args);
+        String::from_utf8(out).expect("utf-8")
     }
 
     #[test]

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use osquery_rust_ng::plugin::Plugin;
 
 use osquery_ebpf::config::SettingsArgs;
 use osquery_ebpf::extension::{self, ExitError, EXIT_STARTUP};
 use osquery_ebpf::runtime::Runtime;
 use osquery_ebpf::tables::{
-    create_statement, ContainersTable, EventTable, StatsTable, CONTAINERS_COLUMNS,
+    create_statement, specs, ContainersTable, EventTable, StatsTable, Table, CONTAINERS_COLUMNS,
     CONTAINERS_TABLE, PROCESS_COLUMNS, SOCKET_COLUMNS, STATS_COLUMNS, STATS_TABLE,
 };
 use osquery_ebpf::{check, logging, watch};
@@ -57,13 +56,13 @@ fn run(cli: Cli) -> Result<(), ExitError> {
     match cli.command {
         Some(Command::Schema) => {
             for (name, columns) in [
-                (settings.process_table.as_str(), PROCESS_COLUMNS),
-                (settings.socket_table.as_str(), SOCKET_COLUMNS),
-                (STATS_TABLE, STATS_COLUMNS),
-                (CONTAINERS_TABLE, CONTAINERS_COLUMNS),
+                (settings.process_table.as_str(), specs(&PROCESS_COLUMNS)),
+                (settings.socket_table.as_str(), specs(&SOCKET_COLUMNS)),
+                (STATS_TABLE, specs(&STATS_COLUMNS)),
+                (CONTAINERS_TABLE, specs(&CONTAINERS_COLUMNS)),
             ] {
                 // a closed pipe (`schema | head`) ends the listing, not in a panic
-                if writeln!(std::io::stdout(), "{}", create_statement(name, columns)).is_err() {
+                if writeln!(std::io::stdout(), "{}", create_statement(name, &columns)).is_err() {
                     break;
                 }
             }
@@ -96,19 +95,19 @@ fn run(cli: Cli) -> Result<(), ExitError> {
             };
             let rt = Arc::new(Runtime::start(&settings)?);
             rt.spawn_loss_monitor(Duration::from_secs(5))?;
-            let tables = vec![
-                Plugin::readonly_table(EventTable {
+            let tables: Vec<Arc<dyn Table>> = vec![
+                Arc::new(EventTable {
                     name: settings.process_table.clone(),
                     store: rt.process_store.clone(),
                 }),
-                Plugin::readonly_table(EventTable {
+                Arc::new(EventTable {
                     name: settings.socket_table.clone(),
                     store: rt.socket_store.clone(),
                 }),
-                Plugin::readonly_table(StatsTable {
+                Arc::new(StatsTable {
                     runtime: rt.clone(),
                 }),
-                Plugin::readonly_table(ContainersTable {
+                Arc::new(ContainersTable {
                     cgroups: rt.cgroups.clone(),
                 }),
             ];

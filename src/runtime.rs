@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 
 use crate::config::Settings;
 use crate::containers::Cgroups;
-use crate::pipeline::{self, ProcessRow, SocketRow, Stores};
+use crate::enrich::{self, Stores};
 use crate::probes::{self, HookReport, HookSet, KernelStats, Probes, ProgramStatus};
 use crate::procctx::ProcessContext;
+use crate::rows::{ProcessRow, SocketRow};
 pub use crate::stats::Stat;
 use crate::stats::{kernel_stats, Counters};
 use crate::store::Store;
@@ -103,7 +104,7 @@ impl Runtime {
         let (process_store, socket_store) = (stores.process.clone(), stores.socket.clone());
         let cgroups = stores.cgroups.clone();
         let stop = Arc::new(AtomicBool::new(false));
-        let t = pipeline::spawn(rx, ctx, stores, stop.clone(), proc_root)
+        let t = enrich::spawn(rx, ctx, stores, stop.clone(), proc_root)
             .context("spawning the pipeline thread")?;
         Ok(Runtime {
             process_store,

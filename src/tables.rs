@@ -1,246 +1,282 @@
-//! The osquery table plugins: schemas (identical to osquery 5.23's tables) and `generate`.
+//! The tables: each column declared once, with its type, options and the accessor that writes
+//! its cell, and each table's `generate`, which writes the selected rows cell by cell into a
+//! [`RowSink`] (the Thrift reply on the extension socket, or a collection for tests and
+//! benchmarks). No row is built as a map of strings on the way.
 
 use std::collections::BTreeMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use osquery_rust_ng::plugin::{ColumnDef, ColumnOptions, ColumnType, ReadOnlyTable};
-use osquery_rust_ng::{ExtensionPluginRequest, ExtensionResponse, ExtensionStatus};
+use osquery_rust_ng::plugin::{ColumnOptions, ColumnType};
 
-use crate::constraints::{parse_context, Query};
+use crate::clock::unix_now;
+use crate::constraints::Query;
 use crate::containers::{CgroupInfo, Cgroups};
-use crate::format::{cmdline, json_cmdline};
-use crate::pipeline::{endpoint_text, unix_now, ProcessRow, RowBase, SocketRow};
+use crate::format::{write_cmdline, write_json_cmdline};
+use crate::rows::{write_endpoint, ProcessRow, RowBase, SocketRow};
+use crate::stats::Stat;
 use crate::store::{Entry, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Type {
-    Text,
-    Integer,
-    BigInt,
+/// One column of a table of `R`s.
+pub struct Column<R> {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    pub options: ColumnOptions,
+    /// Appends the cell's text.
+    pub write: fn(&R, &mut Vec<u8>),
 }
 
-impl Type {
-    pub fn sql(self) -> &'static str {
-        match self {
-            Type::Text => "TEXT",
-            Type::Integer => "INTEGER",
-            Type::BigInt => "BIGINT",
-        }
+fn column<R>(name: &'static str, ty: ColumnType, write: fn(&R, &mut Vec<u8>)) -> Column<R> {
+    Column {
+        name,
+        ty,
+        options: ColumnOptions::DEFAULT,
+        write,
     }
 }
 
-/// Column option bits (osquery `column.h`).
-pub const HIDDEN: u32 = 16;
-pub const ADDITIONAL: u32 = 4;
+fn hidden<R>(mut c: Column<R>) -> Column<R> {
+    c.options |= ColumnOptions::HIDDEN;
+    c
+}
 
-/// name, type, options
-pub type Column = (&'static str, Type, u32);
+fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
 
-/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order.
-pub const SOCKET_COLUMNS: &[Column] = &[
-    ("tid", Type::BigInt, 0),
-    ("pid", Type::BigInt, 0),
-    ("parent", Type::BigInt, 0),
-    ("uid", Type::BigInt, 0),
-    ("gid", Type::BigInt, 0),
-    ("cid", Type::Integer, 0),
-    ("exit_code", Type::Text, 0),
-    ("probe_error", Type::Integer, 0),
-    ("syscall", Type::Text, 0),
-    ("path", Type::Text, 0),
-    ("fd", Type::Text, 0),
-    ("family", Type::Integer, 0),
-    ("type", Type::Integer, 0),
-    ("protocol", Type::Integer, 0),
-    ("local_address", Type::Text, 0),
-    ("remote_address", Type::Text, 0),
-    ("local_port", Type::Integer, 0),
-    ("remote_port", Type::Integer, 0),
-    ("duration", Type::Integer, 0),
-    ("ntime", Type::Text, 0),
-    ("time", Type::BigInt, HIDDEN | ADDITIONAL),
-    ("eid", Type::Integer, HIDDEN),
-];
+/// A column as osquery's registry and `columns` see it.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: &'static str,
+    pub ty: ColumnType,
+    pub options: ColumnOptions,
+}
 
-/// `bpf_process_events` of osquery 5.23: 17 columns, in this order.
-pub const PROCESS_COLUMNS: &[Column] = &[
-    ("tid", Type::BigInt, 0),
-    ("pid", Type::BigInt, 0),
-    ("parent", Type::BigInt, 0),
-    ("uid", Type::BigInt, 0),
-    ("gid", Type::BigInt, 0),
-    ("cid", Type::Integer, 0),
-    ("exit_code", Type::Text, 0),
-    ("probe_error", Type::Integer, 0),
-    ("syscall", Type::Text, 0),
-    ("path", Type::Text, 0),
-    ("cwd", Type::Text, 0),
-    ("cmdline", Type::Text, 0),
-    ("duration", Type::Integer, 0),
-    ("json_cmdline", Type::Text, HIDDEN),
-    ("ntime", Type::Text, 0),
-    ("time", Type::BigInt, HIDDEN | ADDITIONAL),
-    ("eid", Type::Integer, HIDDEN),
-];
-
-pub fn column_defs(columns: &[Column]) -> Vec<ColumnDef> {
+pub fn specs<R>(columns: &[Column<R>]) -> Vec<Spec> {
     columns
         .iter()
-        .map(|&(name, ty, op)| {
-            let t = match ty {
-                Type::Text => ColumnType::Text,
-                Type::Integer => ColumnType::Integer,
-                Type::BigInt => ColumnType::BigInt,
-            };
-            ColumnDef::new(name, t, ColumnOptions::from_bits_truncate(op))
+        .map(|c| Spec {
+            name: c.name,
+            ty: c.ty.clone(),
+            options: c.options.clone(),
+        })
+        .collect()
+}
+
+/// The table's routes, as registration and the `columns` action give them to osquery.
+pub fn routes(specs: &[Spec]) -> Vec<BTreeMap<String, String>> {
+    specs
+        .iter()
+        .map(|s| {
+            BTreeMap::from([
+                ("id".to_string(), "column".to_string()),
+                ("name".to_string(), s.name.to_string()),
+                ("type".to_string(), s.ty.to_string()),
+                ("op".to_string(), s.options.bits().to_string()),
+            ])
         })
         .collect()
 }
 
 /// The table as osqueryi's `.schema` would show it.
-pub fn create_statement(name: &str, columns: &[Column]) -> String {
-    let cols: Vec<String> = columns
+pub fn create_statement(name: &str, specs: &[Spec]) -> String {
+    let cols: Vec<String> = specs
         .iter()
-        .map(|&(n, ty, op)| {
-            let mut c = format!("`{n}` {}", ty.sql());
-            if op & HIDDEN != 0 {
-                c.push_str(" HIDDEN");
-            }
-            c
+        .map(|s| {
+            let hidden = if s.options.contains(ColumnOptions::HIDDEN) {
+                " HIDDEN"
+            } else {
+                ""
+            };
+            format!("`{}` {}{hidden}", s.name, s.ty)
         })
         .collect();
     format!("CREATE TABLE {name}({});", cols.join(", "))
 }
 
-/// A row type a table serves.
-pub trait TableRow: Send + Sync + 'static {
-    const COLUMNS: &'static [Column];
-    fn pid(&self) -> u32;
-    /// The text of column `i` of `COLUMNS`; `time` and `eid` come from the store entry.
-    fn cell(&self, i: usize) -> String;
+/// Where a table's rows go: their number first, then each row's cells.
+pub trait RowSink {
+    fn begin(&mut self, rows: usize) -> thrift::Result<()>;
+    fn begin_row(&mut self, cells: usize) -> thrift::Result<()>;
+    fn cell(&mut self, name: &str, value: &[u8]) -> thrift::Result<()>;
+    fn end_row(&mut self) -> thrift::Result<()> {
+        Ok(())
+    }
+    fn end(&mut self) -> thrift::Result<()> {
+        Ok(())
+    }
 }
 
-fn num(v: impl itoa::Integer) -> String {
-    itoa::Buffer::new().format(v).to_owned()
+/// The columns of `columns` that the query uses.
+fn used<'c, R>(columns: &'c [Column<R>], q: &Query) -> Vec<&'c Column<R>> {
+    columns.iter().filter(|c| q.uses(c.name)).collect()
 }
 
-/// Where a cell's value comes from: the store entry, or the row itself.
-#[derive(Debug, Clone, Copy)]
-enum Source {
-    Time,
-    Eid,
-    Row(usize),
-}
-
-/// Which columns of `R` a query asks for, in name order (the order of a row's map, so that
-/// each row's map is built from sorted cells without a search per cell).
-pub struct Layout<R> {
-    cols: Vec<(&'static str, Source)>,
-    row: std::marker::PhantomData<fn(&R)>,
-}
-
-impl<R: TableRow> Layout<R> {
-    pub fn new(q: &Query) -> Self {
-        let mut cols: Vec<(&'static str, Source)> = R::COLUMNS
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| q.uses(c.0))
-            .map(|(i, c)| {
-                let source = match c.0 {
-                    "time" => Source::Time,
-                    "eid" => Source::Eid,
-                    _ => Source::Row(i),
-                };
-                (c.0, source)
-            })
-            .collect();
-        cols.sort_by_key(|c| c.0);
-        Layout {
-            cols,
-            row: std::marker::PhantomData,
+/// Write `rows`, each with the cells of `columns`, one reused buffer for every cell.
+pub fn write_rows<'r, R: 'r>(
+    columns: &[&Column<R>],
+    rows: impl ExactSizeIterator<Item = &'r R>,
+    out: &mut dyn RowSink,
+) -> thrift::Result<()> {
+    out.begin(rows.len())?;
+    let mut cell = Vec::with_capacity(256);
+    for row in rows {
+        out.begin_row(columns.len())?;
+        for c in columns {
+            cell.clear();
+            (c.write)(row, &mut cell);
+            out.cell(c.name, &cell)?;
         }
+        out.end_row()?;
     }
-
-    /// The cells of a stored row.
-    pub fn cells(&self, e: &Entry<R>) -> BTreeMap<String, String> {
-        self.cols
-            .iter()
-            .map(|&(name, source)| {
-                let v = match source {
-                    Source::Time => num(e.time),
-                    Source::Eid => num(e.eid),
-                    Source::Row(i) => e.row.cell(i),
-                };
-                (name.to_string(), v)
-            })
-            .collect()
-    }
+    out.end()
 }
 
-/// The cells of columns 0 to 9, which both tables share (tid to path).
-fn base_cell(b: &RowBase, i: usize) -> String {
-    match i {
-        0 => num(b.tid),
-        1 => num(b.pid),
-        2 => num(b.parent),
-        3 => num(b.uid),
-        4 => num(b.gid),
-        5 => num(b.cid),
-        6 => num(b.exit_code),
-        7 => num(u8::from(b.probe_error)),
-        8 => b.syscall.name().to_string(),
-        9 => b.path.to_string(),
-        _ => String::new(),
-    }
+/// A row's cells as text, in column order (for `watch`).
+pub fn cells<R>(columns: &[Column<R>], row: &R) -> Vec<(&'static str, String)> {
+    let mut cell = Vec::new();
+    columns
+        .iter()
+        .map(|c| {
+            cell.clear();
+            (c.write)(row, &mut cell);
+            (c.name, String::from_utf8_lossy(&cell).into_owned())
+        })
+        .collect()
 }
 
-impl TableRow for ProcessRow {
-    const COLUMNS: &'static [Column] = PROCESS_COLUMNS;
+/// Rows collected as maps, as a Thrift client decodes them (tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct Collect(pub Vec<BTreeMap<String, String>>);
 
-    fn pid(&self) -> u32 {
-        self.base.pid
+impl RowSink for Collect {
+    fn begin(&mut self, rows: usize) -> thrift::Result<()> {
+        self.0.reserve(rows);
+        Ok(())
     }
-
-    fn cell(&self, i: usize) -> String {
-        match i {
-            10 => self.cwd.to_string(),
-            11 => cmdline(&self.args),
-            12 => num(self.base.duration),
-            13 => json_cmdline(&self.args),
-            14 => num(self.base.ntime),
-            _ => base_cell(&self.base, i),
+    fn begin_row(&mut self, _: usize) -> thrift::Result<()> {
+        self.0.push(BTreeMap::new());
+        Ok(())
+    }
+    fn cell(&mut self, name: &str, value: &[u8]) -> thrift::Result<()> {
+        if let Some(row) = self.0.last_mut() {
+            row.insert(
+                name.to_string(),
+                String::from_utf8_lossy(value).into_owned(),
+            );
         }
+        Ok(())
     }
 }
 
-impl TableRow for SocketRow {
-    const COLUMNS: &'static [Column] = SOCKET_COLUMNS;
+/// A table served to osquery.
+pub trait Table: Send + Sync {
+    fn name(&self) -> &str;
+    fn specs(&self) -> Vec<Spec>;
+    /// Write the rows `q` selects. Fails only when the sink does.
+    fn generate(&self, q: &Query, out: &mut dyn RowSink) -> thrift::Result<()>;
+}
 
-    fn pid(&self) -> u32 {
-        self.base.pid
+/// A row of an event table: the columns both tables share come from its [`RowBase`].
+pub trait EventRow: Send + Sync + Sized + 'static {
+    fn base(&self) -> &RowBase;
+    fn columns() -> &'static [Column<Entry<Self>>];
+}
+
+/// An event table's columns, as osquery 5.23's tables have them: tid to path (shared), the
+/// table's own, duration (shared), the table's own after it, then ntime, time and eid
+/// (shared; time and eid are the store entry's).
+fn event_columns<R: EventRow>(
+    own: Vec<Column<Entry<R>>>,
+    after_duration: Vec<Column<Entry<R>>>,
+) -> Vec<Column<Entry<R>>> {
+    use ColumnType::{BigInt, Integer, Text};
+    let mut c: Vec<Column<Entry<R>>> = vec![
+        column("tid", BigInt, |e, o| int(o, e.row.base().tid)),
+        column("pid", BigInt, |e, o| int(o, e.row.base().pid)),
+        column("parent", BigInt, |e, o| int(o, e.row.base().parent)),
+        column("uid", BigInt, |e, o| int(o, e.row.base().uid)),
+        column("gid", BigInt, |e, o| int(o, e.row.base().gid)),
+        column("cid", Integer, |e, o| int(o, e.row.base().cid)),
+        column("exit_code", Text, |e, o| int(o, e.row.base().exit_code)),
+        column("probe_error", Integer, |e, o| {
+            int(o, u8::from(e.row.base().probe_error))
+        }),
+        column("syscall", Text, |e, o| {
+            o.extend_from_slice(e.row.base().syscall.name().as_bytes())
+        }),
+        column("path", Text, |e, o| {
+            o.extend_from_slice(e.row.base().path.as_bytes())
+        }),
+    ];
+    c.extend(own);
+    c.push(column("duration", Integer, |e, o| {
+        int(o, e.row.base().duration)
+    }));
+    c.extend(after_duration);
+    c.push(column("ntime", Text, |e, o| int(o, e.row.base().ntime)));
+    let mut time = hidden(column("time", BigInt, |e: &Entry<R>, o| int(o, e.time)));
+    time.options |= ColumnOptions::ADDITIONAL;
+    c.push(time);
+    c.push(hidden(column("eid", Integer, |e: &Entry<R>, o| {
+        int(o, e.eid)
+    })));
+    c
+}
+
+/// `bpf_process_events` of osquery 5.23: 17 columns, in this order.
+pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock::new(|| {
+    use ColumnType::Text;
+    event_columns(
+        vec![
+            column("cwd", Text, |e, o| {
+                o.extend_from_slice(e.row.cwd.as_bytes())
+            }),
+            column("cmdline", Text, |e, o| write_cmdline(o, &e.row.args)),
+        ],
+        vec![hidden(column("json_cmdline", Text, |e, o| {
+            write_json_cmdline(o, &e.row.args)
+        }))],
+    )
+});
+
+/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order.
+pub static SOCKET_COLUMNS: LazyLock<Vec<Column<Entry<SocketRow>>>> = LazyLock::new(|| {
+    use ColumnType::{Integer, Text};
+    event_columns(
+        vec![
+            column("fd", Text, |e, o| int(o, e.row.fd)),
+            column("family", Integer, |e, o| int(o, e.row.family)),
+            column("type", Integer, |e, o| int(o, e.row.sock_type)),
+            column("protocol", Integer, |e, o| int(o, e.row.protocol)),
+            column("local_address", Text, |e, o| {
+                write_endpoint(o, &e.row.local)
+            }),
+            column("remote_address", Text, |e, o| {
+                write_endpoint(o, &e.row.remote)
+            }),
+            column("local_port", Integer, |e, o| int(o, e.row.local.port())),
+            column("remote_port", Integer, |e, o| int(o, e.row.remote.port())),
+        ],
+        vec![],
+    )
+});
+
+impl EventRow for ProcessRow {
+    fn base(&self) -> &RowBase {
+        &self.base
     }
-
-    fn cell(&self, i: usize) -> String {
-        match i {
-            10 => num(self.fd),
-            11 => num(self.family),
-            12 => num(self.sock_type),
-            13 => num(self.protocol),
-            14 => endpoint_text(&self.local),
-            15 => endpoint_text(&self.remote),
-            16 => num(self.local.port()),
-            17 => num(self.remote.port()),
-            18 => num(self.base.duration),
-            19 => num(self.base.ntime),
-            _ => base_cell(&self.base, i),
-        }
+    fn columns() -> &'static [Column<Entry<Self>>] {
+        &PROCESS_COLUMNS
     }
 }
 
-fn failure(message: String) -> ExtensionResponse {
-    tracing::warn!("generate failed: {message}");
-    ExtensionResponse::new(ExtensionStatus::new(1, message, None), vec![])
+impl EventRow for SocketRow {
+    fn base(&self) -> &RowBase {
+        &self.base
+    }
+    fn columns() -> &'static [Column<Entry<Self>>] {
+        &SOCKET_COLUMNS
+    }
 }
 
 /// An event table, answering from its store.
@@ -249,145 +285,110 @@ pub struct EventTable<R> {
     pub store: Arc<Store<R>>,
 }
 
-impl<R: TableRow> EventTable<R> {
-    pub fn rows(&self, q: &Query) -> Vec<BTreeMap<String, String>> {
-        let selected = self.store.select(unix_now(), |e| {
-            q.time_matches(e.time) && q.pid_matches(e.row.pid())
+impl<R: EventRow> Table for EventTable<R> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn specs(&self) -> Vec<Spec> {
+        specs(R::columns())
+    }
+
+    fn generate(&self, q: &Query, out: &mut dyn RowSink) -> thrift::Result<()> {
+        // the store's lock is held only to select (clone handles); the rows are written after
+        let rows = self.store.select(unix_now(), |e| {
+            q.time_matches(e.time) && q.pid_matches(e.row.base().pid)
         });
-        let layout = Layout::new(q);
-        selected.iter().map(|e| layout.cells(e)).collect()
-    }
-}
-
-/// Run a generate body so that a bad request or a bug becomes status 1, never a crash or a
-/// dropped connection.
-pub fn guarded_generate(
-    table: &str,
-    req: &ExtensionPluginRequest,
-    body: impl FnOnce(&Query) -> Vec<BTreeMap<String, String>>,
-) -> ExtensionResponse {
-    let context = req.get("context").map(String::as_str).unwrap_or("");
-    let query = match parse_context(context) {
-        Ok(q) => q,
-        Err(e) => return failure(format!("{table}: {e}")),
-    };
-    match catch_unwind(AssertUnwindSafe(|| body(&query))) {
-        Ok(rows) => ExtensionResponse::new(ExtensionStatus::new(0, "OK".to_string(), None), rows),
-        Err(_) => failure(format!("{table}: internal error while generating rows")),
-    }
-}
-
-impl<R: TableRow> ReadOnlyTable for EventTable<R> {
-    fn name(&self) -> String {
-        self.name.clone()
-    }
-
-    fn columns(&self) -> Vec<ColumnDef> {
-        column_defs(R::COLUMNS)
-    }
-
-    fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
-        guarded_generate(&self.name, &req, |q| self.rows(q))
-    }
-
-    fn shutdown(&self) {
-        tracing::debug!(table = %self.name, "table shut down");
+        write_rows(&used(R::columns(), q), rows.iter().map(|e| &**e), out)
     }
 }
 
 /// `osquery_ebpf_stats`: every counter, one row each.
 pub const STATS_TABLE: &str = "osquery_ebpf_stats";
-pub const STATS_COLUMNS: &[Column] = &[
-    ("name", Type::Text, 0),
-    ("value", Type::BigInt, 0),
-    ("description", Type::Text, 0),
-];
+
+pub static STATS_COLUMNS: LazyLock<Vec<Column<Stat>>> = LazyLock::new(|| {
+    use ColumnType::{BigInt, Text};
+    vec![
+        column("name", Text, |s: &Stat, o| {
+            o.extend_from_slice(s.name.as_bytes())
+        }),
+        column("value", BigInt, |s, o| int(o, s.value)),
+        column("description", Text, |s, o| {
+            o.extend_from_slice(s.description.as_bytes())
+        }),
+    ]
+});
 
 pub struct StatsTable {
     pub runtime: Arc<crate::runtime::Runtime>,
 }
 
-impl ReadOnlyTable for StatsTable {
-    fn name(&self) -> String {
-        STATS_TABLE.to_string()
+impl Table for StatsTable {
+    fn name(&self) -> &str {
+        STATS_TABLE
     }
 
-    fn columns(&self) -> Vec<ColumnDef> {
-        column_defs(STATS_COLUMNS)
+    fn specs(&self) -> Vec<Spec> {
+        specs(&STATS_COLUMNS)
     }
 
-    fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
-        guarded_generate(STATS_TABLE, &req, |_| {
-            self.runtime
-                .stats()
-                .into_iter()
-                .map(|s| {
-                    BTreeMap::from([
-                        ("name".to_string(), s.name),
-                        ("value".to_string(), s.value.to_string()),
-                        ("description".to_string(), s.description),
-                    ])
-                })
-                .collect()
-        })
+    fn generate(&self, q: &Query, out: &mut dyn RowSink) -> thrift::Result<()> {
+        let stats = self.runtime.stats();
+        write_rows(&used(&STATS_COLUMNS, q), stats.iter(), out)
     }
-
-    fn shutdown(&self) {}
 }
 
 /// `bpf_process_containers_v2`: the cgroups behind the events' `cid`, and the containers they
 /// name.
 pub const CONTAINERS_TABLE: &str = "bpf_process_containers_v2";
-pub const CONTAINERS_COLUMNS: &[Column] = &[
-    ("cid", Type::BigInt, 0),
-    ("cgroup_path", Type::Text, 0),
-    ("container_id", Type::Text, 0),
-    ("container_runtime", Type::Text, 0),
-    ("pod_uid", Type::Text, 0),
-    ("first_seen", Type::BigInt, 0),
-    ("last_seen", Type::BigInt, 0),
-];
 
-/// The cells of one `bpf_process_containers_v2` row.
-pub fn container_cells(info: &CgroupInfo) -> BTreeMap<String, String> {
-    let c = info.container.clone().unwrap_or_default();
-    BTreeMap::from([
-        ("cid".to_string(), info.id.to_string()),
-        ("cgroup_path".to_string(), info.path.clone()),
-        ("container_id".to_string(), c.id),
-        ("container_runtime".to_string(), c.runtime.to_string()),
-        ("pod_uid".to_string(), c.pod_uid),
-        ("first_seen".to_string(), info.first_seen.to_string()),
-        ("last_seen".to_string(), info.last_seen.to_string()),
-    ])
+fn text(o: &mut Vec<u8>, s: &str) {
+    o.extend_from_slice(s.as_bytes());
 }
+
+pub static CONTAINERS_COLUMNS: LazyLock<Vec<Column<CgroupInfo>>> = LazyLock::new(|| {
+    use ColumnType::{BigInt, Text};
+    vec![
+        column("cid", BigInt, |c: &CgroupInfo, o| int(o, c.id)),
+        column("cgroup_path", Text, |c, o| text(o, &c.path)),
+        column("container_id", Text, |c, o| {
+            text(o, c.container.as_ref().map_or("", |k| k.id.as_str()))
+        }),
+        column("container_runtime", Text, |c, o| {
+            text(o, c.container.as_ref().map_or("", |k| k.runtime))
+        }),
+        column("pod_uid", Text, |c, o| {
+            text(o, c.container.as_ref().map_or("", |k| k.pod_uid.as_str()))
+        }),
+        column("first_seen", BigInt, |c, o| int(o, c.first_seen)),
+        column("last_seen", BigInt, |c, o| int(o, c.last_seen)),
+    ]
+});
 
 pub struct ContainersTable {
     pub cgroups: Arc<Cgroups>,
 }
 
-impl ReadOnlyTable for ContainersTable {
-    fn name(&self) -> String {
-        CONTAINERS_TABLE.to_string()
+impl Table for ContainersTable {
+    fn name(&self) -> &str {
+        CONTAINERS_TABLE
     }
 
-    fn columns(&self) -> Vec<ColumnDef> {
-        column_defs(CONTAINERS_COLUMNS)
+    fn specs(&self) -> Vec<Spec> {
+        specs(&CONTAINERS_COLUMNS)
     }
 
-    fn generate(&self, req: ExtensionPluginRequest) -> ExtensionResponse {
-        guarded_generate(CONTAINERS_TABLE, &req, |_| {
-            self.cgroups.all().iter().map(container_cells).collect()
-        })
+    fn generate(&self, q: &Query, out: &mut dyn RowSink) -> thrift::Result<()> {
+        let all = self.cgroups.all();
+        write_rows(&used(&CONTAINERS_COLUMNS, q), all.iter(), out)
     }
-
-    fn shutdown(&self) {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Syscall;
+    use crate::constraints::parse_context;
+    use crate::event::{Endpoint, Syscall};
 
     fn row(pid: u32) -> ProcessRow {
         ProcessRow {
@@ -410,19 +411,34 @@ mod tests {
         }
     }
 
+    fn generate(t: &dyn Table, context: &str) -> Vec<BTreeMap<String, String>> {
+        let mut out = Collect::default();
+        t.generate(&parse_context(context).expect("context"), &mut out)
+            .expect("generate");
+        out.0
+    }
+
     #[test]
     fn schema_matches_the_old_tables() {
         assert_eq!(PROCESS_COLUMNS.len(), 17);
         assert_eq!(SOCKET_COLUMNS.len(), 22);
-        let sock = create_statement("bpf_socket_events", SOCKET_COLUMNS);
+        let sock = create_statement("bpf_socket_events", &specs(&SOCKET_COLUMNS));
+        assert!(sock.starts_with("CREATE TABLE bpf_socket_events(`tid` BIGINT, `pid` BIGINT, `parent` BIGINT, `uid` BIGINT, `gid` BIGINT, `cid` INTEGER, `exit_code` TEXT, `probe_error` INTEGER, `syscall` TEXT, `path` TEXT, "));
         assert!(sock.contains("`fd` TEXT, `family` INTEGER, `type` INTEGER, `protocol` INTEGER, `local_address` TEXT, `remote_address` TEXT, `local_port` INTEGER, `remote_port` INTEGER, `duration` INTEGER, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
-        let stmt = create_statement("bpf_process_events", PROCESS_COLUMNS);
+        let stmt = create_statement("bpf_process_events", &specs(&PROCESS_COLUMNS));
         assert!(stmt.starts_with("CREATE TABLE bpf_process_events(`tid` BIGINT, `pid` BIGINT"));
-        assert!(stmt.contains("`json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
+        assert!(stmt.contains("`path` TEXT, `cwd` TEXT, `cmdline` TEXT, `duration` INTEGER, `json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
+        // time is HIDDEN | ADDITIONAL (20), eid HIDDEN (16), as osquery 5.23 declares them
+        let r = routes(&specs(&PROCESS_COLUMNS));
+        let op = |n: &str| r.iter().find(|c| c["name"] == n).map(|c| c["op"].clone());
+        assert_eq!(
+            (op("time"), op("eid"), op("pid")),
+            (Some("20".into()), Some("16".into()), Some("0".into()))
+        );
     }
 
     #[test]
-    fn generate_applies_constraints_and_reports_bad_requests() {
+    fn generate_applies_constraints() {
         let store = Arc::new(Store::new(100, 3600));
         let now = unix_now();
         store.push(now - 10, row(5), now);
@@ -431,17 +447,13 @@ mod tests {
             name: "bpf_process_events_v2".into(),
             store,
         };
-        let mut req = ExtensionPluginRequest::new();
-        req.insert("action".into(), "generate".into());
-        req.insert(
-            "context".into(),
-            format!(
+        let rows = generate(
+            &t,
+            &format!(
                 r#"{{"constraints":[{{"name":"time","list":[{{"op":4,"expr":"{}"}}]}}]}}"#,
                 now - 5
             ),
         );
-        let resp = t.generate(req.clone());
-        let rows = resp.response.expect("rows");
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["pid"], "6");
         assert_eq!(rows[0]["cmdline"], "x 'a b'");
@@ -449,20 +461,16 @@ mod tests {
         assert_eq!(rows[0]["exit_code"], "-2");
         assert_eq!(rows[0]["eid"], "2");
         assert_eq!(rows[0].len(), 17);
-
-        req.insert("context".into(), "{not json".into());
-        let resp = t.generate(req);
-        let status = resp.status.expect("status");
-        assert_eq!(status.code, Some(1));
-        assert!(status
-            .message
-            .unwrap_or_default()
-            .contains("not valid JSON"));
+        let rows = generate(
+            &t,
+            r#"{"constraints":[{"name":"pid","list":[{"op":2,"expr":"5"}]}]}"#,
+        );
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["eid"], "1");
     }
 
     #[test]
     fn cells_are_named_by_their_columns_and_only_those_used() {
-        use crate::event::Endpoint;
         let sock = SocketRow {
             base: row(7).base,
             fd: 3,
@@ -472,12 +480,13 @@ mod tests {
             local: Endpoint::Inet([127, 0, 0, 1].into(), 40000),
             remote: Endpoint::Inet([10, 0, 0, 2].into(), 443),
         };
-        let e = Entry {
-            eid: 11,
-            time: 1_700_000_000,
-            row: sock,
+        let store = Arc::new(Store::new(10, 3600));
+        store.push(unix_now(), sock, unix_now());
+        let t = EventTable {
+            name: "s".into(),
+            store,
         };
-        let all = Layout::<SocketRow>::new(&Query::default()).cells(&e);
+        let all = generate(&t, "");
         let want = [
             ("tid", "7"),
             ("pid", "7"),
@@ -499,33 +508,17 @@ mod tests {
             ("remote_port", "443"),
             ("duration", "10"),
             ("ntime", "123"),
-            ("time", "1700000000"),
-            ("eid", "11"),
+            ("eid", "1"),
         ];
-        assert_eq!(all.len(), SOCKET_COLUMNS.len());
+        assert_eq!(all[0].len(), SOCKET_COLUMNS.len());
         for (k, v) in want {
-            assert_eq!(all[k], v, "column {k}");
+            assert_eq!(all[0][k], v, "column {k}");
         }
-        let q = parse_context(r#"{"colsUsed":["remote_port","pid","eid"]}"#).expect("ctx");
-        let some = Layout::<SocketRow>::new(&q).cells(&e);
+        let some = generate(&t, r#"{"colsUsed":["remote_port","pid","eid"]}"#);
         assert_eq!(
-            some.into_iter().collect::<Vec<_>>(),
-            [("eid", "11"), ("pid", "7"), ("remote_port", "443")]
+            some[0].clone().into_iter().collect::<Vec<_>>(),
+            [("eid", "1"), ("pid", "7"), ("remote_port", "443")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         );
-        let p = Layout::<ProcessRow>::new(&Query::default()).cells(&Entry {
-            eid: 1,
-            time: 2,
-            row: row(5),
-        });
-        assert_eq!((p["cwd"].as_str(), p["duration"].as_str()), ("/", "10"));
-        assert_eq!(p["ntime"], "123");
-    }
-
-    #[test]
-    fn a_panicking_body_becomes_an_error_status() {
-        let req = ExtensionPluginRequest::new();
-        let resp = guarded_generate("t", &req, |_| panic!("boom"));
-        assert_eq!(resp.status.and_then(|s| s.code), Some(1));
     }
 }

@@ -8,12 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::constraints::Query;
+use crate::clock::{unix_now, Clock};
 use crate::containers::Cgroups;
-use crate::pipeline::{unix_now, Clock};
 use crate::runtime::{Runtime, Stat};
 use crate::store::Store;
-use crate::tables::{Layout, TableRow};
+use crate::tables::{cells, EventRow};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
@@ -53,8 +52,8 @@ fn clock_time(clock: &Clock, ts_boot: u64) -> String {
 }
 
 /// One row for a terminal: clock time, table and syscall in aligned columns, then the rest.
-fn readable(kind: &str, clock: &Clock, cells: &BTreeMap<String, String>) -> String {
-    let g = |k: &str| cells.get(k).map(String::as_str).unwrap_or("");
+fn readable(kind: &str, clock: &Clock, cells: &BTreeMap<&str, &str>) -> String {
+    let g = |k: &str| cells.get(k).copied().unwrap_or("");
     let head = format!(
         "{} {kind:<7} {:<10} pid={} tid={} parent={} uid={} ret={}{} path={}",
         clock_time(clock, g("ntime").parse().unwrap_or(0)),
@@ -93,7 +92,7 @@ fn readable(kind: &str, clock: &Clock, cells: &BTreeMap<String, String>) -> Stri
 }
 
 /// Print the rows of `store` newer than `*last_eid`.
-fn print_new<R: TableRow>(
+fn print_new<R: EventRow>(
     out: &mut impl Write,
     (kind, table): (&str, &str),
     store: &Store<R>,
@@ -101,24 +100,18 @@ fn print_new<R: TableRow>(
     last_eid: &mut u64,
     json: bool,
 ) -> std::io::Result<()> {
-    let layout = Layout::<R>::new(&Query::default());
     let clock = Clock::now();
     let seen = *last_eid;
     for e in store.select(unix_now(), |e| e.eid > seen) {
         *last_eid = e.eid;
-        let cells = layout.cells(&e);
+        let cells = cells(R::columns(), &e);
         // the cgroup and container behind cid, as bpf_process_containers_v2 gives them
-        let cgroup = cells
-            .get("cid")
-            .and_then(|c| c.parse().ok())
-            .and_then(|cid| cgroups.get(cid));
+        let cgroup = cgroups.get(e.row.base().cid);
         let line = if json {
             let mut obj = serde_json::Map::new();
             obj.insert("table".into(), table.into());
-            for (name, _, _) in R::COLUMNS {
-                if let Some(v) = cells.get(*name) {
-                    obj.insert((*name).into(), v.clone().into());
-                }
+            for (name, v) in cells {
+                obj.insert(name.into(), v.into());
             }
             if let Some(cg) = &cgroup {
                 obj.insert("cgroup_path".into(), cg.path.clone().into());
@@ -129,7 +122,8 @@ fn print_new<R: TableRow>(
             }
             serde_json::Value::Object(obj).to_string()
         } else {
-            let mut line = readable(kind, &clock, &cells);
+            let by_name = cells.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let mut line = readable(kind, &clock, &by_name);
             if let Some(c) = cgroup.and_then(|cg| cg.container) {
                 line.push_str(&format!(" container={}:{:.12}", c.runtime, c.id));
             }

@@ -90,11 +90,14 @@ fn bad_requests_get_errors_and_the_extension_keeps_serving() {
         .expect("reply");
     assert_eq!(resp.status.and_then(|s| s.code), Some(1));
 
-    // An unknown table is an error for the caller (a Thrift exception from osquery-rust-ng).
-    assert!(h
+    // An unknown table is an error status, as osquery expects from any failed call.
+    let resp = h
         .client
         .call("no_such_table", &[("action", "generate")])
-        .is_err());
+        .expect("a reply for an unknown table");
+    let st = resp.status.expect("status");
+    assert_eq!(st.code, Some(1));
+    assert!(st.message.unwrap_or_default().contains("no_such_table"));
 
     // Still serving, on a new connection as osquery would open.
     let mut c = ExtClient::connect(&h.manager.ext_socket(h.uuid), Duration::from_secs(5));

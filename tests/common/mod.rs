@@ -3,10 +3,6 @@
 //! transport, Unix socket).
 #![allow(dead_code)]
 
-#[allow(clippy::all, clippy::unwrap_used, unused_imports, unused_extern_crates, dead_code, non_camel_case_types)]
-#[rustfmt::skip]
-mod osquery;
-
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -28,6 +24,7 @@ use osquery::{
 pub use osquery::{
     ExtensionResponse, ExtensionStatus, InternalExtensionInfo, TExtensionSyncClient,
 };
+use osquery_ebpf::protocol::osquery;
 
 pub type Row = BTreeMap<String, String>;
 

@@ -1,4 +1,5 @@
-//! The process-context stage: turns decoded events into complete rows and stores them.
+//! The enrichment stage: turns decoded events into complete rows with the process context
+//! (seeded from /proc, kept by fork/exec/exit) and writes them into the stores.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,106 +9,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::clock::{unix_now, Clock};
 use crate::containers::Cgroups;
-use crate::event::{Endpoint, Event, ExecEvent, Header, SocketEvent, Syscall, AT_FDCWD};
+use crate::event::{Endpoint, Event, ExecEvent, SocketEvent, Syscall, AT_FDCWD};
 use crate::format::{args_lossy, text};
 use crate::procctx::{ProcInfo, ProcessContext};
+use crate::rows::{ProcessRow, Row, RowBase, SocketRow};
 use crate::store::Store;
-
-/// The columns both tables share (eid and time live in the store entry).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowBase {
-    pub tid: u32,
-    pub pid: u32,
-    pub parent: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cid: u64,
-    pub exit_code: i64,
-    pub probe_error: bool,
-    pub syscall: Syscall,
-    /// The process's binary.
-    pub path: Arc<str>,
-    pub duration: u64,
-    /// CLOCK_BOOTTIME ns at syscall entry.
-    pub ntime: u64,
-}
-
-impl RowBase {
-    fn new(h: &Header, path: Arc<str>) -> RowBase {
-        RowBase {
-            tid: h.tid,
-            pid: h.pid,
-            parent: h.ppid,
-            uid: h.uid,
-            gid: h.gid,
-            cid: h.cgroup_id,
-            exit_code: h.ret,
-            probe_error: h.probe_error(),
-            syscall: h.syscall,
-            path,
-            duration: h.duration,
-            ntime: h.ts_boot,
-        }
-    }
-}
-
-/// One `bpf_process_events_v2` row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessRow {
-    pub base: RowBase,
-    pub cwd: Arc<str>,
-    pub args: Arc<[String]>,
-}
-
-/// One `bpf_socket_events_v2` row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SocketRow {
-    pub base: RowBase,
-    pub fd: i32,
-    /// -1 when the fd was not a socket.
-    pub family: i64,
-    pub sock_type: i32,
-    pub protocol: i32,
-    /// Endpoints are kept as values and turned into text by `generate`.
-    pub local: Endpoint,
-    pub remote: Endpoint,
-}
-
-/// A finished row for one of the tables.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Row {
-    Process(ProcessRow),
-    Socket(SocketRow),
-}
-
-impl Row {
-    pub fn ntime(&self) -> u64 {
-        match self {
-            Row::Process(r) => r.base.ntime,
-            Row::Socket(r) => r.base.ntime,
-        }
-    }
-}
-
-/// Address text: IPv4 dotted, IPv6 in RFC 5952 form (IPv4-mapped as ::ffff:a.b.c.d), a Unix
-/// path as it is, an abstract Unix name with a leading '@' (NULs inside it shown as '@').
-pub fn endpoint_text(e: &Endpoint) -> String {
-    match e {
-        Endpoint::None => String::new(),
-        Endpoint::Inet(ip, _) => ip.to_string(),
-        Endpoint::Unix(name) => match name.split_first() {
-            Some((0, rest)) => {
-                let t: String = text(rest)
-                    .chars()
-                    .map(|c| if c == '\0' { '@' } else { c })
-                    .collect();
-                format!("@{t}")
-            }
-            _ => text(name),
-        },
-    }
-}
 
 fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
     let SocketEvent {
@@ -143,51 +51,6 @@ fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
         local,
         remote,
     }
-}
-
-/// Converts CLOCK_BOOTTIME nanoseconds (the probes' clock) to UNIX time.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// realtime - boottime, ns
-    offset_ns: i128,
-}
-
-fn clock_ns(id: nix::time::ClockId) -> i128 {
-    nix::time::clock_gettime(id)
-        .map(|t| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()))
-        .unwrap_or(0)
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME);
-        let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
-        Clock {
-            offset_ns: real - boot,
-        }
-    }
-
-    #[cfg(test)]
-    pub fn with_offset(offset_ns: i128) -> Clock {
-        Clock { offset_ns }
-    }
-
-    /// UNIX time in ns (0 before 1970), for display.
-    pub fn unix_nanos(&self, ts_boot: u64) -> i64 {
-        i64::try_from((i128::from(ts_boot) + self.offset_ns).max(0)).unwrap_or(i64::MAX)
-    }
-
-    pub fn unix_secs(&self, ts_boot: u64) -> u64 {
-        let ns = i128::from(ts_boot) + self.offset_ns;
-        u64::try_from(ns.max(0) / 1_000_000_000).unwrap_or(0)
-    }
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The path column of an exec row. A failed exec's filename is as the caller passed it; a
@@ -324,7 +187,8 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExitEvent, ForkEvent};
+    use crate::event::{ExitEvent, ForkEvent, Header};
+    use crate::rows::endpoint_text;
 
     fn hdr(syscall: Syscall, pid: u32, ppid: u32, ret: i64) -> Header {
         Header {
@@ -476,38 +340,5 @@ mod tests {
             (endpoint_text(&r.local), r.local.port()),
             ("127.0.0.1".to_string(), 9)
         );
-    }
-
-    #[test]
-    fn endpoint_texts() {
-        let v6 = Endpoint::Inet("::ffff:127.0.0.1".parse().expect("ip"), 1);
-        assert_eq!(
-            (endpoint_text(&v6), v6.port()),
-            ("::ffff:127.0.0.1".to_string(), 1)
-        );
-        let v6 = Endpoint::Inet("2001:db8:0:0:1:0:0:1".parse().expect("ip"), 2);
-        assert_eq!(endpoint_text(&v6), "2001:db8::1:0:0:1");
-        assert_eq!(
-            endpoint_text(&Endpoint::Unix(b"\0name\0x".to_vec())),
-            "@name@x"
-        );
-        let unix = Endpoint::Unix(b"/run/a.sock".to_vec());
-        assert_eq!(
-            (endpoint_text(&unix), unix.port()),
-            ("/run/a.sock".to_string(), 0)
-        );
-        assert_eq!(
-            (endpoint_text(&Endpoint::None), Endpoint::None.port()),
-            (String::new(), 0)
-        );
-    }
-
-    #[test]
-    fn clock_converts_boot_time() {
-        let c = Clock::with_offset(1_700_000_000_000_000_000);
-        assert_eq!(c.unix_secs(5_500_000_000), 1_700_000_005);
-        let now = Clock::now();
-        let boot = clock_ns(nix::time::ClockId::CLOCK_BOOTTIME) as u64;
-        assert!(now.unix_secs(boot).abs_diff(unix_now()) <= 1);
     }
 }

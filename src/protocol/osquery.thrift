@@ -1,6 +1,6 @@
-// The osquery extension protocol, written for this project's test harness from the protocol
-// description (types, field ids and services as osquery speaks them). Regenerate the Rust
-// module with: thrift --gen rs -out tests/common tests/common/osquery.thrift
+// The osquery extension protocol, written for this project (the extension and its test
+// harness) from the protocol description (types, field ids and services as osquery speaks
+// them). Regenerate the Rust module with: thrift --gen rs -out src/protocol src/protocol/osquery.thrift
 // (Debian thrift-compiler 0.17, matching the thrift 0.17 crate).
 
 typedef map<string, string> ExtensionPluginRequest

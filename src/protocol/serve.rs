@@ -1,0 +1,432 @@
+//! The extension's side of osquery's protocol: the `Extension` service (`ping`, `call`,
+//! `shutdown`) on the extension's own socket, one thread per connection.
+//!
+//! Our own processor rather than osquery-rust-ng's server, for a measured reason: its table
+//! API answers `generate` with a list of string maps, so a 50,000-row `SELECT *` built, encoded
+//! and freed 1.7 million heap strings (1.1-1.3 s, the RSS from 50 to 193 MiB and staying
+//! there). Here `generate` writes each selected row's cells from the store straight into the
+//! reply: the same bytes on the wire (the generated `ExtensionResponse` decodes them), written
+//! through a bounded buffer that is flushed to the socket as it fills.
+
+use std::collections::BTreeMap;
+use std::io::{BufReader, BufWriter};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thrift::protocol::{
+    TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TListIdentifier, TMapIdentifier,
+    TMessageIdentifier, TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
+};
+use thrift::{ApplicationError, ApplicationErrorKind};
+
+use super::bounded::{BoundedInput, MAX_REQUEST};
+use super::osquery::{ExtensionRegistry, ExtensionResponse, ExtensionStatus};
+use crate::constraints::parse_context;
+use crate::tables::{routes, RowSink, Table};
+
+/// Connections served at once; more are closed at once (osquery opens a few).
+pub const MAX_CONNECTIONS: usize = 64;
+/// The reply buffer: a `generate` reply reaches the socket in pieces of this size.
+const OUT_BUFFER: usize = 64 << 10;
+/// A caller that stops reading its reply for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the extension serves, shared by every connection.
+pub struct Extension {
+    tables: Vec<Arc<dyn Table>>,
+    /// The uuid osquery gave the current registration (ping replies carry it).
+    pub uuid: AtomicI64,
+    /// Set by osquery's `shutdown` call.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+impl Extension {
+    pub fn new(tables: Vec<Arc<dyn Table>>, shutdown: Arc<AtomicBool>) -> Extension {
+        Extension {
+            tables,
+            uuid: AtomicI64::new(0),
+            shutdown,
+        }
+    }
+
+    pub fn table_names(&self) -> Vec<String> {
+        self.tables.iter().map(|t| t.name().to_string()).collect()
+    }
+
+    /// The registry sent with `registerExtension`: every table with its columns.
+    pub fn registry(&self) -> ExtensionRegistry {
+        let tables = self
+            .tables
+            .iter()
+            .map(|t| (t.name().to_string(), routes(&t.specs())))
+            .collect();
+        BTreeMap::from([("table".to_string(), tables)])
+    }
+
+    fn table(&self, registry: &str, item: &str) -> Option<&dyn Table> {
+        if registry != "table" {
+            return None;
+        }
+        self.tables.iter().find(|t| t.name() == item).map(|t| &**t)
+    }
+}
+
+/// A listening extension socket (`SOCKET.<uuid>`), served until dropped.
+pub struct Listener {
+    pub path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Bind `path` with mode 0600 before it accepts a connection, whatever the umask.
+fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(fd.as_raw_fd(), &nix::sys::socket::UnixAddr::new(path)?)?;
+    // Connecting needs write permission on the file; nothing can connect before listen().
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listen(&fd, Backlog::new(128)?)?;
+    Ok(UnixListener::from(fd))
+}
+
+impl Listener {
+    pub fn bind(path: PathBuf, ext: Arc<Extension>) -> std::io::Result<Listener> {
+        let listener = bind_private(&path)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("osquery-listen".into())
+            .spawn(move || accept_loop(&listener, &ext, &stopped))?;
+        Ok(Listener {
+            path,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // wake the blocking accept
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(listener: &UnixListener, ext: &Arc<Extension>, stop: &AtomicBool) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            tracing::warn!("{MAX_CONNECTIONS} connections already open: one more closed");
+            continue;
+        }
+        active.fetch_add(1, Ordering::AcqRel);
+        let (ext, count) = (ext.clone(), active.clone());
+        let spawned = std::thread::Builder::new()
+            .name("osquery-conn".into())
+            .spawn(move || {
+                serve_connection(&ext, stream);
+                count.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Answer one caller's requests until it closes the connection or sends something that is not
+/// a well-formed request (then the connection is closed; the process keeps serving).
+pub fn serve_connection(ext: &Extension, stream: UnixStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut input = BoundedInput::new(BufReader::new(read_half), MAX_REQUEST);
+    let mut output = TBinaryOutputProtocol::new(BufWriter::with_capacity(OUT_BUFFER, stream), true);
+    loop {
+        let msg = match input.read_message_begin() {
+            Ok(m) => m,
+            Err(thrift::Error::Transport(_)) => return, // closed
+            Err(e) => {
+                tracing::debug!("closing a connection that sent no valid request: {e}");
+                return;
+            }
+        };
+        let served = match msg.name.as_str() {
+            "ping" => ping(ext, &msg, &mut input, &mut output),
+            "call" => call(ext, &msg, &mut input, &mut output),
+            "shutdown" => shutdown(ext, &msg, &mut input, &mut output),
+            _ => unknown_method(&msg, &mut input, &mut output),
+        };
+        if let Err(e) = served {
+            tracing::debug!(method = %msg.name, "closing a connection: {e}");
+            return;
+        }
+    }
+}
+
+/// The reply envelope: `{method}_result` with the value in field 0 (none for a void method).
+fn reply<T: TSerializable>(
+    o: &mut dyn TOutputProtocol,
+    msg: &TMessageIdentifier,
+    success: Option<&T>,
+) -> thrift::Result<()> {
+    reply_head(o, msg, success.is_some())?;
+    if let Some(v) = success {
+        v.write_to_out_protocol(o)?;
+    }
+    reply_tail(o, success.is_some())
+}
+
+fn reply_head(
+    o: &mut dyn TOutputProtocol,
+    msg: &TMessageIdentifier,
+    success: bool,
+) -> thrift::Result<()> {
+    o.write_message_begin(&TMessageIdentifier::new(
+        msg.name.clone(),
+        TMessageType::Reply,
+        msg.sequence_number,
+    ))?;
+    o.write_struct_begin(&TStructIdentifier::new(format!("{}_result", msg.name)))?;
+    if success {
+        o.write_field_begin(&TFieldIdentifier::new("success", TType::Struct, 0))?;
+    }
+    Ok(())
+}
+
+fn reply_tail(o: &mut dyn TOutputProtocol, success: bool) -> thrift::Result<()> {
+    if success {
+        o.write_field_end()?;
+    }
+    o.write_field_stop()?;
+    o.write_struct_end()?;
+    o.write_message_end()?;
+    o.flush()
+}
+
+/// Read a request's arguments struct that carries nothing we need.
+fn no_args(i: &mut dyn TInputProtocol) -> thrift::Result<()> {
+    i.skip(TType::Struct)?;
+    i.read_message_end()
+}
+
+fn ping(
+    ext: &Extension,
+    msg: &TMessageIdentifier,
+    i: &mut dyn TInputProtocol,
+    o: &mut dyn TOutputProtocol,
+) -> thrift::Result<()> {
+    no_args(i)?;
+    let status = ExtensionStatus::new(0, "OK".to_string(), ext.uuid.load(Ordering::Acquire));
+    reply(o, msg, Some(&status))
+}
+
+fn shutdown(
+    ext: &Extension,
+    msg: &TMessageIdentifier,
+    i: &mut dyn TInputProtocol,
+    o: &mut dyn TOutputProtocol,
+) -> thrift::Result<()> {
+    no_args(i)?;
+    tracing::info!("osquery asked the extension to shut down");
+    ext.shutdown.store(true, Ordering::Release);
+    reply::<ExtensionStatus>(o, msg, None)
+}
+
+fn unknown_method(
+    msg: &TMessageIdentifier,
+    i: &mut dyn TInputProtocol,
+    o: &mut dyn TOutputProtocol,
+) -> thrift::Result<()> {
+    no_args(i)?;
+    let e = ApplicationError::new(
+        ApplicationErrorKind::UnknownMethod,
+        format!("unknown method {}", msg.name),
+    );
+    thrift::server::handle_process_result(msg, Err(thrift::Error::Application(e)), o)
+}
+
+/// `call(registry, item, request)`'s arguments.
+fn read_call_args(
+    i: &mut dyn TInputProtocol,
+) -> thrift::Result<(String, String, BTreeMap<String, String>)> {
+    let (mut registry, mut item, mut request) = (String::new(), String::new(), BTreeMap::new());
+    i.read_struct_begin()?;
+    loop {
+        let f = i.read_field_begin()?;
+        match (f.id, f.field_type) {
+            (_, TType::Stop) => break,
+            (Some(1), TType::String) => registry = i.read_string()?,
+            (Some(2), TType::String) => item = i.read_string()?,
+            (Some(3), TType::Map) => {
+                let m = i.read_map_begin()?;
+                if m.key_type != Some(TType::String) || m.value_type != Some(TType::String) {
+                    return Err(thrift::Error::Protocol(thrift::ProtocolError::new(
+                        thrift::ProtocolErrorKind::InvalidData,
+                        "the request is not a map of strings",
+                    )));
+                }
+                for _ in 0..m.size {
+                    let k = i.read_string()?;
+                    request.insert(k, i.read_string()?);
+                }
+                i.read_map_end()?;
+            }
+            (_, other) => i.skip(other)?,
+        }
+        i.read_field_end()?;
+    }
+    i.read_struct_end()?;
+    i.read_message_end()?;
+    Ok((registry, item, request))
+}
+
+fn respond(
+    o: &mut dyn TOutputProtocol,
+    msg: &TMessageIdentifier,
+    code: i32,
+    message: String,
+    rows: Vec<BTreeMap<String, String>>,
+) -> thrift::Result<()> {
+    if code != 0 {
+        tracing::warn!("a call failed: {message}");
+    }
+    let resp = ExtensionResponse::new(ExtensionStatus::new(code, message, None), rows);
+    reply(o, msg, Some(&resp))
+}
+
+fn call(
+    ext: &Extension,
+    msg: &TMessageIdentifier,
+    i: &mut dyn TInputProtocol,
+    o: &mut dyn TOutputProtocol,
+) -> thrift::Result<()> {
+    let (registry, item, request) = read_call_args(i)?;
+    let Some(table) = ext.table(&registry, &item) else {
+        let known = ext.table_names().join(", ");
+        let message = format!("no {registry} {item:?} in this extension (tables: {known})");
+        return respond(o, msg, 1, message, vec![]);
+    };
+    match request.get("action").map(String::as_str) {
+        Some("columns") => respond(o, msg, 0, "OK".into(), routes(&table.specs())),
+        Some("generate") => {
+            let context = request.get("context").map_or("", String::as_str);
+            generate(table, context, msg, o)
+        }
+        action => {
+            let message = format!("{item}: the action {action:?} is not supported (read-only)");
+            respond(o, msg, 1, message, vec![])
+        }
+    }
+}
+
+fn generate(
+    table: &dyn Table,
+    context: &str,
+    msg: &TMessageIdentifier,
+    o: &mut dyn TOutputProtocol,
+) -> thrift::Result<()> {
+    let name = table.name();
+    let query = match parse_context(context) {
+        Ok(q) => q,
+        Err(e) => return respond(o, msg, 1, format!("{name}: {e}"), vec![]),
+    };
+    let started = Instant::now();
+    let mut rows = ReplyRows {
+        o: &mut *o,
+        msg,
+        rows: None,
+    };
+    let written = catch_unwind(AssertUnwindSafe(|| table.generate(&query, &mut rows)));
+    let count = rows.rows;
+    match (written, count) {
+        (Ok(r), _) => r?,
+        (Err(_), None) => {
+            let message = format!("{name}: internal error while generating rows");
+            return respond(o, msg, 1, message, vec![]);
+        }
+        // the reply is half written: the caller sees a closed connection
+        (Err(_), Some(_)) => {
+            return Err(thrift::Error::Application(ApplicationError::new(
+                ApplicationErrorKind::InternalError,
+                format!("{name}: internal error in the middle of a reply"),
+            )))
+        }
+    }
+    tracing::debug!(
+        table = name,
+        rows = count.unwrap_or(0),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "generate answered"
+    );
+    Ok(())
+}
+
+/// A `generate` reply written as the rows come: the envelope and an OK status before the
+/// first row, each row as a map of its cells, the envelope's end after the last.
+struct ReplyRows<'a> {
+    o: &'a mut dyn TOutputProtocol,
+    msg: &'a TMessageIdentifier,
+    /// Set once the head is written.
+    rows: Option<usize>,
+}
+
+impl RowSink for ReplyRows<'_> {
+    fn begin(&mut self, rows: usize) -> thrift::Result<()> {
+        self.rows = Some(rows);
+        let o = &mut *self.o;
+        reply_head(o, self.msg, true)?;
+        o.write_struct_begin(&TStructIdentifier::new("ExtensionResponse"))?;
+        o.write_field_begin(&TFieldIdentifier::new("status", TType::Struct, 1))?;
+        ExtensionStatus::new(0, "OK".to_string(), None).write_to_out_protocol(o)?;
+        o.write_field_end()?;
+        o.write_field_begin(&TFieldIdentifier::new("response", TType::List, 2))?;
+        let rows = i32::try_from(rows).unwrap_or(i32::MAX);
+        o.write_list_begin(&TListIdentifier::new(TType::Map, rows))
+    }
+
+    fn begin_row(&mut self, cells: usize) -> thrift::Result<()> {
+        let cells = i32::try_from(cells).unwrap_or(i32::MAX);
+        self.o
+            .write_map_begin(&TMapIdentifier::new(TType::String, TType::String, cells))
+    }
+
+    fn cell(&mut self, name: &str, value: &[u8]) -> thrift::Result<()> {
+        self.o.write_string(name)?;
+        self.o.write_bytes(value)
+    }
+
+    fn end_row(&mut self) -> thrift::Result<()> {
+        self.o.write_map_end()
+    }
+
+    fn end(&mut self) -> thrift::Result<()> {
+        let o = &mut *self.o;
+        o.write_list_end()?;
+        o.write_field_end()?;
+        o.write_field_stop()?;
+        o.write_struct_end()?;
+        reply_tail(o, true)
+    }
+}
