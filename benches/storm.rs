@@ -230,7 +230,6 @@ fn main() {
                 + st.get("exit_received").copied().unwrap_or(0)
                 + st.get("socket_received").copied().unwrap_or(0);
             cpu_per_event.push(cpu as f64 / events.max(1) as f64 / 1000.0);
-            rss = rss.max(peak_rss_kib(pid));
             loss_total += losses(&st);
             found.push(json!({
                 "round": round, "execs": execs, "exec_rows": exec_rows,
@@ -256,6 +255,8 @@ fn main() {
                 gen_narrow.push(t.elapsed().as_secs_f64() * 1000.0);
             }
             lat.extend(latencies(h, 50));
+            // the peak includes the full-store generates above
+            rss = rss.max(peak_rss_kib(pid));
         }
     }
 

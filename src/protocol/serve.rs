@@ -325,7 +325,9 @@ fn call(
     let (registry, item, request) = read_call_args(i)?;
     let Some(table) = ext.table(&registry, &item) else {
         let known = ext.table_names().join(", ");
-        let message = format!("no {registry} {item:?} in this extension (tables: {known})");
+        let message = format!(
+            "no table {item:?} in registry {registry:?} of this extension (tables: {known})"
+        );
         return respond(o, msg, 1, message, vec![]);
     };
     match request.get("action").map(String::as_str) {
@@ -375,7 +377,7 @@ fn generate(
         }
     }
     tracing::debug!(
-        table = name,
+        table = %name,
         rows = count.unwrap_or(0),
         ms = started.elapsed().as_secs_f64() * 1e3,
         "generate answered"
@@ -428,5 +430,319 @@ impl RowSink for ReplyRows<'_> {
         o.write_field_stop()?;
         o.write_struct_end()?;
         reply_tail(o, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::unix_now;
+    use crate::event::{Endpoint, Syscall};
+    use crate::protocol::osquery::{ExtensionSyncClient, TExtensionSyncClient};
+    use crate::rows::{ProcessRow, RowBase, SocketRow};
+    use crate::store::Store;
+    use crate::tables::{Collect, EventTable};
+    use thrift::protocol::TBinaryInputProtocol;
+    use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport};
+
+    type Client = ExtensionSyncClient<
+        TBinaryInputProtocol<TBufferedReadTransport<UnixStream>>,
+        TBinaryOutputProtocol<TBufferedWriteTransport<UnixStream>>,
+    >;
+
+    fn base(pid: u32, syscall: Syscall) -> RowBase {
+        RowBase {
+            tid: pid + 1,
+            pid,
+            parent: 1,
+            uid: 1000,
+            gid: 100,
+            cid: 77,
+            exit_code: -13,
+            probe_error: true,
+            syscall,
+            path: "/usr/bin/curl".into(),
+            duration: 4242,
+            ntime: 987_654_321,
+        }
+    }
+
+    struct Fixture {
+        ext: Arc<Extension>,
+        time: u64,
+    }
+
+    fn fixture() -> Fixture {
+        let time = unix_now();
+        let process = Arc::new(Store::new(100, 3600));
+        for pid in [10, 20] {
+            let row = ProcessRow {
+                base: base(pid, Syscall::Execve),
+                cwd: "/home/x".into(),
+                args: vec!["curl".to_string(), "it's".to_string()].into(),
+            };
+            process.push(time - u64::from(pid), row, time);
+        }
+        let socket = Arc::new(Store::new(100, 3600));
+        let row = SocketRow {
+            base: base(30, Syscall::Connect),
+            fd: 5,
+            family: 10,
+            sock_type: 1,
+            protocol: 6,
+            local: Endpoint::Inet("::1".parse().expect("ip"), 40000),
+            remote: Endpoint::Inet("2001:db8::7".parse().expect("ip"), 443),
+        };
+        socket.push(time, row, time);
+        let tables: Vec<Arc<dyn Table>> = vec![
+            Arc::new(EventTable {
+                name: "p".into(),
+                store: process,
+            }),
+            Arc::new(EventTable {
+                name: "s".into(),
+                store: socket,
+            }),
+        ];
+        let ext = Arc::new(Extension::new(tables, Arc::new(AtomicBool::new(false))));
+        ext.uuid.store(4711, Ordering::Release);
+        Fixture { ext, time }
+    }
+
+    /// A generated client talking to `serve_connection` over a socket pair.
+    fn client(ext: &Arc<Extension>) -> Client {
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        let ext = ext.clone();
+        std::thread::spawn(move || serve_connection(&ext, theirs));
+        let read = ours.try_clone().expect("clone");
+        ExtensionSyncClient::new(
+            TBinaryInputProtocol::new(TBufferedReadTransport::new(read), true),
+            TBinaryOutputProtocol::new(TBufferedWriteTransport::new(ours), true),
+        )
+    }
+
+    fn generate(c: &mut Client, table: &str, context: &str) -> Vec<BTreeMap<String, String>> {
+        let req = BTreeMap::from([
+            ("action".to_string(), "generate".to_string()),
+            ("context".to_string(), context.to_string()),
+        ]);
+        let resp = c.call("table".into(), table.into(), req).expect("call");
+        let status = resp.status.expect("status");
+        assert_eq!(status.code, Some(0), "{:?}", status.message);
+        resp.response.expect("rows")
+    }
+
+    fn row(cells: &[(&str, String)]) -> BTreeMap<String, String> {
+        cells
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_column_of_both_tables_arrives_as_the_generated_client_decodes_it() {
+        let f = fixture();
+        let mut c = client(&f.ext);
+        let s = |v: &str| v.to_string();
+        let shared = |pid: u32, syscall: &str| {
+            vec![
+                ("tid", (pid + 1).to_string()),
+                ("pid", pid.to_string()),
+                ("parent", s("1")),
+                ("uid", s("1000")),
+                ("gid", s("100")),
+                ("cid", s("77")),
+                ("exit_code", s("-13")),
+                ("probe_error", s("1")),
+                ("syscall", s(syscall)),
+                ("path", s("/usr/bin/curl")),
+                ("duration", s("4242")),
+                ("ntime", s("987654321")),
+            ]
+        };
+        let process = |pid: u32, eid: u64| {
+            let mut cells = shared(pid, "execve");
+            cells.extend([
+                ("cwd", s("/home/x")),
+                ("cmdline", s(r"curl 'it'\''s'")),
+                ("json_cmdline", s(r#"["curl","it's"]"#)),
+                ("time", (f.time - u64::from(pid)).to_string()),
+                ("eid", eid.to_string()),
+            ]);
+            row(&cells)
+        };
+        assert_eq!(
+            generate(&mut c, "p", ""),
+            vec![process(10, 1), process(20, 2)]
+        );
+
+        let mut cells = shared(30, "connect");
+        cells.extend([
+            ("fd", s("5")),
+            ("family", s("10")),
+            ("type", s("1")),
+            ("protocol", s("6")),
+            ("local_address", s("::1")),
+            ("remote_address", s("2001:db8::7")),
+            ("local_port", s("40000")),
+            ("remote_port", s("443")),
+            ("time", f.time.to_string()),
+            ("eid", s("1")),
+        ]);
+        assert_eq!(generate(&mut c, "s", ""), vec![row(&cells)]);
+
+        // colsUsed, and constraints on time and pid
+        let some = generate(&mut c, "p", r#"{"colsUsed":["pid","cmdline"]}"#);
+        assert_eq!(
+            some,
+            vec![
+                row(&[("pid", s("10")), ("cmdline", s(r"curl 'it'\''s'"))]),
+                row(&[("pid", s("20")), ("cmdline", s(r"curl 'it'\''s'"))])
+            ]
+        );
+        let ctx = format!(
+            r#"{{"colsUsed":["eid"],"constraints":[{{"name":"time","list":[{{"op":4,"expr":"{}"}}]}}]}}"#,
+            f.time - 15
+        );
+        assert_eq!(generate(&mut c, "p", &ctx), vec![row(&[("eid", s("1"))])]);
+        let ctx =
+            r#"{"colsUsed":["eid"],"constraints":[{"name":"pid","list":[{"op":2,"expr":"20"}]}]}"#;
+        assert_eq!(generate(&mut c, "p", ctx), vec![row(&[("eid", s("2"))])]);
+        // the same rows as the tables give any other sink
+        let mut all = Collect::default();
+        f.ext.tables[0]
+            .generate(&Default::default(), &mut all)
+            .expect("collect");
+        assert_eq!(generate(&mut c, "p", ""), all.0);
+    }
+
+    #[test]
+    fn ping_columns_errors_and_shutdown_on_one_connection() {
+        let f = fixture();
+        let mut c = client(&f.ext);
+        let st = c.ping().expect("ping");
+        assert_eq!((st.code, st.uuid), (Some(0), Some(4711)));
+        assert!(st.message.is_some_and(|m| !m.is_empty()));
+        let req = BTreeMap::from([("action".to_string(), "columns".to_string())]);
+        let resp = c
+            .call("table".into(), "s".into(), req.clone())
+            .expect("columns");
+        let cols = resp.response.expect("routes");
+        assert_eq!(cols.len(), 22);
+        assert_eq!(
+            (cols[14]["name"].as_str(), cols[14]["type"].as_str()),
+            ("local_address", "TEXT")
+        );
+        for (registry, item, action) in [
+            ("table", "nope", "generate"),
+            ("config", "p", "generate"),
+            ("table", "p", "insert"),
+        ] {
+            let req = BTreeMap::from([("action".to_string(), action.to_string())]);
+            let resp = c.call(registry.into(), item.into(), req).expect("reply");
+            let st = resp.status.expect("status");
+            assert_eq!(st.code, Some(1), "{registry} {item} {action}");
+            assert!(!st.message.unwrap_or_default().is_empty());
+        }
+        let req = BTreeMap::from([
+            ("action".to_string(), "generate".to_string()),
+            ("context".to_string(), "{not json".to_string()),
+        ]);
+        let st = c
+            .call("table".into(), "p".into(), req)
+            .expect("reply")
+            .status;
+        assert_eq!(st.and_then(|s| s.code), Some(1));
+        assert!(!f.ext.shutdown.load(Ordering::Acquire));
+        c.shutdown().expect("shutdown");
+        assert!(f.ext.shutdown.load(Ordering::Acquire));
+    }
+
+    /// Send raw bytes on a fresh connection and half-close it; returns what the server wrote
+    /// before it closed the connection (None: it did not close it within 10 s).
+    fn reply_to(ext: &Arc<Extension>, bytes: &[u8]) -> Option<Vec<u8>> {
+        use std::io::{Read, Write};
+        let (mut ours, theirs) = UnixStream::pair().expect("pair");
+        let ext = ext.clone();
+        std::thread::spawn(move || serve_connection(&ext, theirs));
+        let _ = ours.write_all(bytes);
+        let _ = ours.shutdown(std::net::Shutdown::Write);
+        ours.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut reply = Vec::new();
+        ours.read_to_end(&mut reply).ok().map(|_| reply)
+    }
+
+    #[test]
+    fn hostile_bytes_close_the_connection_and_an_unknown_method_is_an_exception() {
+        let f = fixture();
+        let header = |name: &str| {
+            let mut m = vec![0x80, 0x01, 0x00, 0x01];
+            m.extend_from_slice(&(name.len() as i32).to_be_bytes());
+            m.extend_from_slice(name.as_bytes());
+            m.extend_from_slice(&7i32.to_be_bytes());
+            m
+        };
+        // a call whose first argument announces a 1 GiB string
+        let mut huge = header("call");
+        huge.extend_from_slice(&[11, 0, 1]);
+        huge.extend_from_slice(&(1i32 << 30).to_be_bytes());
+        huge.extend_from_slice(b"abc");
+        // a request map announcing 2^31-1 entries
+        let mut many = header("call");
+        many.extend_from_slice(&[13, 0, 3, 11, 11]);
+        many.extend_from_slice(&i32::MAX.to_be_bytes());
+        // a negative string length, a message name of 1 GiB, garbage, a truncated frame,
+        // registry given as an i32
+        let mut negative = header("call");
+        negative.extend_from_slice(&[11, 0, 1]);
+        negative.extend_from_slice(&(-5i32).to_be_bytes());
+        let mut long_name = vec![0x80, 0x01, 0x00, 0x01];
+        long_name.extend_from_slice(&(1i32 << 30).to_be_bytes());
+        let mut wrong_type = header("call");
+        wrong_type.extend_from_slice(&[8, 0, 1, 0, 0, 0, 1, 0]);
+        let truncated = header("call")[..9].to_vec();
+        for (what, bytes) in [
+            ("huge string", huge),
+            ("huge map", many),
+            ("negative length", negative),
+            ("huge name", long_name),
+            ("garbage", b"GET / HTTP/1.1\r\n\r\n".to_vec()),
+            ("truncated", truncated),
+        ] {
+            assert_eq!(reply_to(&f.ext, &bytes), Some(vec![]), "{what}");
+        }
+        // arguments of the wrong type are skipped: the call names no table, status 1
+        let reply = reply_to(&f.ext, &wrong_type).expect("closed after the reply");
+        assert_eq!(&reply[..4], &[0x80, 0x01, 0x00, 0x02]);
+        let mut c = client(&f.ext);
+        let st = c
+            .call(String::new(), String::new(), BTreeMap::new())
+            .expect("reply");
+        assert_eq!(st.status.and_then(|s| s.code), Some(1));
+        // an unknown method gets a Thrift exception (message type 3)
+        let mut unknown = header("explode");
+        unknown.push(0); // no arguments
+        let reply = reply_to(&f.ext, &unknown).expect("closed after the reply");
+        assert_eq!(&reply[..4], &[0x80, 0x01, 0x00, 0x03]);
+        // and the extension serves the next caller
+        let mut c = client(&f.ext);
+        assert_eq!(c.ping().expect("ping").code, Some(0));
+        assert_eq!(generate(&mut c, "p", "").len(), 2);
+    }
+
+    #[test]
+    fn the_socket_is_private_whatever_the_umask() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("osquery.em.5");
+        // SAFETY: umask only changes this process's file-creation mask.
+        let old = unsafe { libc::umask(0) };
+        let bound = Listener::bind(path.clone(), fixture().ext);
+        unsafe { libc::umask(old) };
+        let listener = bound.expect("bind");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(listener);
+        assert!(!path.exists(), "removed when dropped");
     }
 }

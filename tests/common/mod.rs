@@ -187,6 +187,26 @@ impl Manager {
         self.state.lock().expect("state").refuse = Some(message.to_string());
     }
 
+    /// Drop a registration without telling the extension, as osqueryd 5.23.1 was seen to do
+    /// (fleetdm/fleet #52093): pings go on being answered.
+    pub fn forget(&self, uuid: i64) {
+        self.state.lock().expect("state").registered.remove(&uuid);
+    }
+
+    /// Wait for a registration other than `old`; returns its uuid.
+    pub fn wait_registered_again(&self, old: i64, timeout: Duration) -> Option<i64> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            let s = self.state.lock().expect("state");
+            if let Some(uuid) = s.registered.keys().find(|u| **u != old) {
+                return Some(*uuid);
+            }
+            drop(s);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn set_next_uuid(&self, uuid: i64) {
         self.state.lock().expect("state").next_uuid = uuid;
     }
@@ -430,9 +450,24 @@ impl Extension {
     }
 
     pub fn spawn_with_args(manager: &Manager, env: &[(&str, &str)], args: &[&str]) -> Extension {
+        Self::spawn_exe(
+            manager,
+            Path::new(env!("CARGO_BIN_EXE_osquery-ebpf")),
+            env,
+            args,
+        )
+    }
+
+    /// Start `exe` (another build of the extension) as osqueryd would.
+    pub fn spawn_exe(
+        manager: &Manager,
+        exe: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Extension {
         let log = manager.dir.path().join("extension.log");
         let err = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"));
+        let mut cmd = Command::new(exe);
         cmd.arg("--socket")
             .arg(&manager.socket)
             .args(args)
@@ -497,8 +532,13 @@ pub struct Harness {
 
 impl Harness {
     pub fn start(env: &[(&str, &str)]) -> Harness {
+        Self::start_exe(Path::new(env!("CARGO_BIN_EXE_osquery-ebpf")), env)
+    }
+
+    /// The same with another build of the extension (benchmarks compare two).
+    pub fn start_exe(exe: &Path, env: &[(&str, &str)]) -> Harness {
         let manager = Manager::start();
-        let ext = Extension::spawn(&manager, env);
+        let ext = Extension::spawn_exe(&manager, exe, env, &["--timeout", "3", "--interval", "3"]);
         let uuid = manager
             .wait_registered(Duration::from_secs(60))
             .unwrap_or_else(|| panic!("extension did not register; log:\n{}", ext.log_text()));
