@@ -106,9 +106,12 @@ pub trait RowSink {
     }
 }
 
-/// The columns of `columns` that the query uses.
+/// The columns of `columns` that the query uses, in name order: the order of the map a caller
+/// decodes each row into (std::map in osquery, BTreeMap in Rust), which then only appends.
 fn used<'c, R>(columns: &'c [Column<R>], q: &Query) -> Vec<&'c Column<R>> {
-    columns.iter().filter(|c| q.uses(c.name)).collect()
+    let mut used: Vec<_> = columns.iter().filter(|c| q.uses(c.name)).collect();
+    used.sort_by_key(|c| c.name);
+    used
 }
 
 /// Write `rows`, each with the cells of `columns`, one reused buffer for every cell.

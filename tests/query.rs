@@ -12,28 +12,6 @@ use common::*;
 use osquery_ebpf::protocol::osquery::ExtensionResponse;
 use thrift::protocol::{TBinaryInputProtocol, TInputProtocol, TSerializable};
 
-/// The bytes of `call("table", table, {action: generate, context: ""})`, as osquery sends them.
-fn generate_request(table: &str) -> Vec<u8> {
-    let string = |out: &mut Vec<u8>, s: &str| {
-        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
-        out.extend_from_slice(s.as_bytes());
-    };
-    let mut m = vec![0x80, 0x01, 0x00, 0x01];
-    string(&mut m, "call");
-    m.extend_from_slice(&1i32.to_be_bytes());
-    m.extend_from_slice(&[11, 0, 1]);
-    string(&mut m, "table");
-    m.extend_from_slice(&[11, 0, 2]);
-    string(&mut m, table);
-    m.extend_from_slice(&[13, 0, 3, 11, 11]);
-    m.extend_from_slice(&2i32.to_be_bytes());
-    for s in ["action", "generate", "context", ""] {
-        string(&mut m, s);
-    }
-    m.extend_from_slice(&[0, 0]); // end of the map's struct field list, end of the arguments
-    m
-}
-
 /// Fill the process table with the rows of `n` execs of /bin/true (clone, execve, exit each).
 fn fill(h: &mut Harness, n: usize) -> usize {
     let st = Command::new("sh")
@@ -130,7 +108,7 @@ fn pings_are_answered_while_a_full_store_generate_is_written() {
     // A caller that asks for every row and does not read yet: the reply (megabytes) fills the
     // socket's buffers and the extension's writer waits in the middle of it.
     let mut slow = UnixStream::connect(&socket).expect("connect");
-    slow.write_all(&generate_request(PROCESS_TABLE))
+    slow.write_all(&generate_request(PROCESS_TABLE, ""))
         .expect("request");
     std::thread::sleep(Duration::from_millis(500));
     let mut worst = Duration::ZERO;
@@ -165,7 +143,7 @@ fn requests_announcing_more_than_the_bound_are_refused_before_they_are_read() {
     let pid = h.ext.child.id();
     let before = rss_kib(pid);
     // Eight callers each announce a 1 GiB string and send 8 MiB of it.
-    let mut head = generate_request(PROCESS_TABLE)[..16].to_vec();
+    let mut head = generate_request(PROCESS_TABLE, "")[..16].to_vec();
     head.extend_from_slice(&[11, 0, 1]);
     head.extend_from_slice(&(1i32 << 30).to_be_bytes());
     let senders: Vec<_> = (0..8)

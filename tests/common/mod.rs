@@ -323,7 +323,11 @@ impl ExtClient {
         let read = stream.try_clone().expect("clone");
         ExtClient {
             client: ExtensionSyncClient::new(
-                TBinaryInputProtocol::new(TBufferedReadTransport::new(Chan(read)), true),
+                // a 64 KiB read buffer: a full-store reply is megabytes
+                TBinaryInputProtocol::new(
+                    TBufferedReadTransport::with_capacity(64 << 10, Chan(read)),
+                    true,
+                ),
                 TBinaryOutputProtocol::new(TBufferedWriteTransport::new(Chan(stream)), true),
             ),
         }
@@ -364,6 +368,28 @@ impl ExtClient {
         assert_eq!(st.code, Some(0), "generate failed: {:?}", st.message);
         resp.response.unwrap_or_default()
     }
+}
+
+/// The bytes of `call("table", table, {action: generate, context})`, as osquery sends them.
+pub fn generate_request(table: &str, context: &str) -> Vec<u8> {
+    let string = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    };
+    let mut m = vec![0x80, 0x01, 0x00, 0x01];
+    string(&mut m, "call");
+    m.extend_from_slice(&1i32.to_be_bytes());
+    m.extend_from_slice(&[11, 0, 1]);
+    string(&mut m, "table");
+    m.extend_from_slice(&[11, 0, 2]);
+    string(&mut m, table);
+    m.extend_from_slice(&[13, 0, 3, 11, 11]);
+    m.extend_from_slice(&2i32.to_be_bytes());
+    for s in ["action", "generate", "context", context] {
+        string(&mut m, s);
+    }
+    m.extend_from_slice(&[0, 0]);
+    m
 }
 
 pub const PROCESS_TABLE: &str = "bpf_process_events_v2";
