@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    context, generate_request, stats, ExtClient, Harness, PROCESS_COLUMNS, PROCESS_TABLE,
-    SOCKET_COLUMNS, SOCKET_TABLE,
+    context, generate_request, stats, status_kib, ExtClient, Harness, PROCESS_COLUMNS,
+    PROCESS_TABLE, SOCKET_COLUMNS, SOCKET_TABLE,
 };
 use serde_json::{json, Value};
 use storms::{connect_storm, exec_storm};
@@ -58,15 +58,6 @@ fn opts() -> Opts {
         o.exes.push(env!("CARGO_BIN_EXE_osquery-ebpf").into());
     }
     o
-}
-
-fn status_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Reset the peak RSS (VmHWM) to the current RSS.

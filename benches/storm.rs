@@ -16,7 +16,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    boot_ns, context, stats, unix_now, Harness, PROCESS_COLUMNS, PROCESS_TABLE, SOCKET_TABLE,
+    boot_ns, context, stats, status_kib, unix_now, Harness, PROCESS_COLUMNS, PROCESS_TABLE,
+    SOCKET_TABLE,
 };
 use serde_json::{json, Value};
 use storms::{connect_storm, exec_storm};
@@ -66,15 +67,6 @@ fn cpu_ns(pid: u32) -> u64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     ticks * 1_000_000_000 / hz
-}
-
-fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn losses(s: &BTreeMap<String, u64>) -> u64 {
@@ -256,7 +248,7 @@ fn main() {
             }
             lat.extend(latencies(h, 50));
             // the peak includes the full-store generates above
-            rss = rss.max(peak_rss_kib(pid));
+            rss = rss.max(status_kib(pid, "VmHWM:"));
         }
     }
 

@@ -18,7 +18,7 @@ use crate::protocol::osquery::{
     ExtensionManagerSyncClient, InternalExtensionInfo, TExtensionManagerSyncClient,
     TExtensionSyncClient,
 };
-use crate::protocol::serve::{Extension, Listener};
+use crate::protocol::serve::{Extension, Listener, ServeCounters};
 use crate::tables::Table;
 
 pub const EXTENSION_NAME: &str = "osquery-ebpf";
@@ -184,6 +184,7 @@ fn register(
     }
     let uuid = status.uuid.unwrap_or(0);
     ext.uuid.store(uuid, Ordering::Release);
+    ext.counters.registrations.fetch_add(1, Ordering::Relaxed);
     let path = PathBuf::from(format!("{}.{uuid}", socket.display()));
     remove_stale_sockets(socket);
     let listener = Listener::bind(path.clone(), ext.clone()).map_err(|e| {
@@ -212,6 +213,7 @@ pub fn serve(
     socket: &Path,
     timeout: Duration,
     tables: Vec<Arc<dyn Table>>,
+    counters: Arc<ServeCounters>,
 ) -> Result<(), ExitError> {
     wait_for_socket(socket, timeout)?;
     remove_stale_sockets(socket);
@@ -219,7 +221,7 @@ pub fn serve(
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let ext = Arc::new(Extension::new(tables, stop.clone()));
+    let ext = Arc::new(Extension::new(tables, counters, stop.clone()));
     let start = Instant::now();
     let mut client = loop {
         match connect(socket) {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use osquery_ebpf::config::SettingsArgs;
 use osquery_ebpf::extension::{self, ExitError, EXIT_STARTUP};
+use osquery_ebpf::protocol::serve::ServeCounters;
 use osquery_ebpf::runtime::Runtime;
 use osquery_ebpf::tables::{
     create_statement, specs, ContainersTable, EventTable, StatsTable, Table, CONTAINERS_COLUMNS,
@@ -95,6 +96,7 @@ fn run(cli: Cli) -> Result<(), ExitError> {
             };
             let rt = Arc::new(Runtime::start(&settings)?);
             rt.spawn_loss_monitor(Duration::from_secs(5))?;
+            let serving = Arc::new(ServeCounters::default());
             let tables: Vec<Arc<dyn Table>> = vec![
                 Arc::new(EventTable {
                     name: settings.process_table.clone(),
@@ -106,12 +108,18 @@ fn run(cli: Cli) -> Result<(), ExitError> {
                 }),
                 Arc::new(StatsTable {
                     runtime: rt.clone(),
+                    serving: serving.clone(),
                 }),
                 Arc::new(ContainersTable {
                     cgroups: rt.cgroups.clone(),
                 }),
             ];
-            let result = extension::serve(&socket, Duration::from_secs(cli.timeout.max(1)), tables);
+            let result = extension::serve(
+                &socket,
+                Duration::from_secs(cli.timeout.max(1)),
+                tables,
+                serving,
+            );
             rt.shutdown();
             result
         }

@@ -12,6 +12,7 @@ use crate::clock::unix_now;
 use crate::constraints::Query;
 use crate::containers::{CgroupInfo, Cgroups};
 use crate::format::{write_cmdline, write_json_cmdline};
+use crate::protocol::serve::ServeCounters;
 use crate::rows::{write_endpoint, ProcessRow, RowBase, SocketRow};
 use crate::stats::Stat;
 use crate::store::{Entry, Store};
@@ -324,6 +325,7 @@ pub static STATS_COLUMNS: LazyLock<Vec<Column<Stat>>> = LazyLock::new(|| {
 
 pub struct StatsTable {
     pub runtime: Arc<crate::runtime::Runtime>,
+    pub serving: Arc<ServeCounters>,
 }
 
 impl Table for StatsTable {
@@ -336,7 +338,8 @@ impl Table for StatsTable {
     }
 
     fn generate(&self, q: &Query, out: &mut dyn RowSink) -> thrift::Result<()> {
-        let stats = self.runtime.stats();
+        let mut stats = self.runtime.stats();
+        stats.extend(self.serving.stats());
         write_rows(&used(&STATS_COLUMNS, q), stats.iter(), out)
     }
 }

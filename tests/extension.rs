@@ -301,6 +301,8 @@ fn stats_table_shows_every_counter() {
     assert!(s["probes_attached"] >= 20, "{s:?}");
     assert_eq!(s["probes_failed"], 0);
     assert!(s["rss_bytes"] > 0);
+    assert_eq!(s["osquery_registrations"], 1);
+    assert_eq!((s["requests_refused"], s["connections_refused"]), (0, 0));
     for name in [
         "kernel_exec_dropped",
         "kernel_socket_dropped",

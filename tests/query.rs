@@ -32,15 +32,6 @@ fn fill(h: &mut Harness, n: usize) -> usize {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn registers_again_when_osquery_forgets_it_and_serves_the_same_rows() {
     if !require_root() {
@@ -67,6 +58,7 @@ fn registers_again_when_osquery_forgets_it_and_serves_the_same_rows() {
     let registry = h.manager.registry(new).expect("registry");
     assert_eq!(registry["table"][PROCESS_TABLE].len(), 17);
     assert!(!h.manager.ext_socket(h.uuid).exists(), "old socket removed");
+    assert_eq!(stats(&mut h)["osquery_registrations"], 2);
     let log = h.ext.log_text();
     assert_eq!(
         log.matches("osquery no longer lists this extension")
@@ -141,7 +133,7 @@ fn requests_announcing_more_than_the_bound_are_refused_before_they_are_read() {
     }
     let mut h = Harness::start(&[]);
     let pid = h.ext.child.id();
-    let before = rss_kib(pid);
+    let before = status_kib(pid, "VmRSS:");
     // Eight callers each announce a 1 GiB string and send 8 MiB of it.
     let mut head = generate_request(PROCESS_TABLE, "")[..16].to_vec();
     head.extend_from_slice(&[11, 0, 1]);
@@ -174,12 +166,13 @@ fn requests_announcing_more_than_the_bound_are_refused_before_they_are_read() {
             "the extension read all 8 MiB of a refused request"
         );
     }
-    let after = rss_kib(pid);
+    let after = status_kib(pid, "VmRSS:");
     assert!(
         after < before + 8 * 1024,
         "RSS grew from {before} to {after} KiB"
     );
     assert_eq!(h.client.ping().expect("still serving").code, Some(0));
+    assert_eq!(stats(&mut h)["requests_refused"], 8);
 }
 
 /// osquery's own Python client (the PyPI package `osquery`, with its own generated Thrift

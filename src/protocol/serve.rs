@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use thrift::{ApplicationError, ApplicationErrorKind};
 use super::bounded::{BoundedInput, MAX_REQUEST};
 use super::osquery::{ExtensionRegistry, ExtensionResponse, ExtensionStatus};
 use crate::constraints::parse_context;
+use crate::stats::Stat;
 use crate::tables::{routes, RowSink, Table};
 
 /// Connections served at once; more are closed at once (osquery opens a few).
@@ -38,9 +39,43 @@ const OUT_BUFFER: usize = 64 << 10;
 /// A caller that stops reading its reply for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What happened on the extension's side of the protocol (rows of `osquery_ebpf_stats`).
+#[derive(Debug, Default)]
+pub struct ServeCounters {
+    pub registrations: AtomicU64,
+    pub requests_refused: AtomicU64,
+    pub connections_refused: AtomicU64,
+}
+
+impl ServeCounters {
+    pub fn stats(&self) -> Vec<Stat> {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            Stat::new(
+                "osquery_registrations",
+                v(&self.registrations),
+                "registrations osquery accepted (more than 1: osquery stopped listing the \
+                 extension and it registered again)",
+            ),
+            Stat::new(
+                "requests_refused",
+                v(&self.requests_refused),
+                "connections closed on a request that was malformed, not osquery's binary \
+                 protocol, or larger than 16 MiB",
+            ),
+            Stat::new(
+                "connections_refused",
+                v(&self.connections_refused),
+                "connections closed at once because 64 were open",
+            ),
+        ]
+    }
+}
+
 /// What the extension serves, shared by every connection.
 pub struct Extension {
     tables: Vec<Arc<dyn Table>>,
+    pub counters: Arc<ServeCounters>,
     /// The uuid osquery gave the current registration (ping replies carry it).
     pub uuid: AtomicI64,
     /// Set by osquery's `shutdown` call.
@@ -48,9 +83,14 @@ pub struct Extension {
 }
 
 impl Extension {
-    pub fn new(tables: Vec<Arc<dyn Table>>, shutdown: Arc<AtomicBool>) -> Extension {
+    pub fn new(
+        tables: Vec<Arc<dyn Table>>,
+        counters: Arc<ServeCounters>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Extension {
         Extension {
             tables,
+            counters,
             uuid: AtomicI64::new(0),
             shutdown,
         }
@@ -135,8 +175,15 @@ fn accept_loop(listener: &UnixListener, ext: &Arc<Extension>, stop: &AtomicBool)
         if stop.load(Ordering::Acquire) {
             return;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok(stream) = stream else {
+            // out of descriptors, say: do not spin
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
         if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+            ext.counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!("{MAX_CONNECTIONS} connections already open: one more closed");
             continue;
         }
@@ -164,11 +211,19 @@ pub fn serve_connection(ext: &Extension, stream: UnixStream) {
     let mut input = BoundedInput::new(BufReader::new(read_half), MAX_REQUEST);
     let mut output = TBinaryOutputProtocol::new(BufWriter::with_capacity(OUT_BUFFER, stream), true);
     loop {
+        let refused = |e: &thrift::Error| {
+            // a transport error is the caller going away; anything else is its request
+            if !matches!(e, thrift::Error::Transport(_)) {
+                ext.counters
+                    .requests_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        };
         let msg = match input.read_message_begin() {
             Ok(m) => m,
-            Err(thrift::Error::Transport(_)) => return, // closed
             Err(e) => {
-                tracing::debug!("closing a connection that sent no valid request: {e}");
+                refused(&e);
+                tracing::debug!("closing a connection: {e}");
                 return;
             }
         };
@@ -179,6 +234,7 @@ pub fn serve_connection(ext: &Extension, stream: UnixStream) {
             _ => unknown_method(&msg, &mut input, &mut output),
         };
         if let Err(e) = served {
+            refused(&e);
             tracing::debug!(method = %msg.name, "closing a connection: {e}");
             return;
         }
@@ -504,7 +560,11 @@ mod tests {
                 store: socket,
             }),
         ];
-        let ext = Arc::new(Extension::new(tables, Arc::new(AtomicBool::new(false))));
+        let ext = Arc::new(Extension::new(
+            tables,
+            Arc::default(),
+            Arc::new(AtomicBool::new(false)),
+        ));
         ext.uuid.store(4711, Ordering::Release);
         Fixture { ext, time }
     }

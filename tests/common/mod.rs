@@ -392,6 +392,16 @@ pub fn generate_request(table: &str, context: &str) -> Vec<u8> {
     m
 }
 
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`); 0 when unreadable.
+pub fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 pub const PROCESS_TABLE: &str = "bpf_process_events_v2";
 pub const PROCESS_COLUMNS: &[&str] = &[
     "tid",
