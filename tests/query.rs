@@ -223,3 +223,18 @@ print(json.dumps({"ping": ping.code, "code": resp.status.code, "rows": resp.resp
     let rows: Vec<Row> = serde_json::from_value(v["rows"].clone()).expect("rows");
     assert!(rows.contains(&row), "{rows:?} lacks {row:?}");
 }
+
+#[test]
+fn the_extension_socket_is_private_when_started_with_umask_0() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require_root() {
+        return;
+    }
+    // SAFETY: umask only changes this process's file-creation mask; the child inherits it.
+    let old = unsafe { libc::umask(0) };
+    let h = Harness::start(&[]);
+    unsafe { libc::umask(old) };
+    let path = h.manager.ext_socket(h.uuid);
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+}
