@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash packaging/install-build-deps.sh
+# the build's packages, and for tests/runtimes.rs real container runtimes (they start their
+# own daemons in private directories) and the static busybox their image is made of
+bash packaging/install-build-deps.sh docker.io podman runc containerd busybox-static
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 

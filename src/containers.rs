@@ -46,9 +46,11 @@ fn is_hex_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// `<prefix><64 hex>.scope` -> the id.
+/// `<prefix><64 hex>.scope` (the systemd cgroup manager's unit) or `<prefix><64 hex>` (the
+/// cgroupfs manager's directory, e.g. podman's `/libpod_parent/libpod-<id>`) -> the id.
 fn scope_id<'a>(component: &'a str, prefix: &str) -> Option<&'a str> {
-    let id = component.strip_prefix(prefix)?.strip_suffix(".scope")?;
+    let rest = component.strip_prefix(prefix)?;
+    let id = rest.strip_suffix(".scope").unwrap_or(rest);
     is_hex_id(id).then_some(id)
 }
 
@@ -69,6 +71,8 @@ fn component_container(c: &str, parent: &str, kube: bool) -> Option<(&'static st
     for (prefix, runtime) in [
         ("docker-", "docker"),
         ("cri-containerd-", "containerd"),
+        // nerdctl with the systemd cgroup manager: "system.slice:nerdctl:<id>"
+        ("nerdctl-", "containerd"),
         ("crio-", "cri-o"),
         ("libpod-", "podman"),
     ] {
@@ -99,13 +103,20 @@ pub fn container_of(path: &str) -> Option<Container> {
     let parts: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     let kube = parts.iter().any(|c| c.starts_with("kubepods"));
     let pod = parts.iter().find_map(|c| pod_uid(c)).unwrap_or_default();
-    parts.iter().enumerate().rev().find_map(|(i, c)| {
+    let named = parts.iter().enumerate().rev().find_map(|(i, c)| {
         let parent = if i > 0 { parts[i - 1] } else { "" };
-        component_container(c, parent, kube).map(|(runtime, id)| Container {
-            runtime,
-            id,
-            pod_uid: pod.clone(),
-        })
+        component_container(c, parent, kube)
+    });
+    // containerd's own default, `/<namespace>/<id>` (ctr, and nerdctl with cgroupfs), for its
+    // default namespace; other namespaces cannot be told from any two-level cgroup
+    let named = named.or_else(|| match parts[..] {
+        ["default", id] => Some(("containerd", id.to_string())),
+        _ => None,
+    });
+    named.map(|(runtime, id)| Container {
+        runtime,
+        id,
+        pod_uid: pod,
     })
 }
 
@@ -335,6 +346,30 @@ mod tests {
                 format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container"),
                 c("podman", ID, ""),
             ),
+            // podman with the cgroupfs manager: no .scope
+            (format!("/libpod_parent/libpod-{ID}"), c("podman", ID, "")),
+            (format!("/libpod_parent/libpod-conmon-{ID}"), None),
+            (format!("/machine.slice/libpod-conmon-{ID}.scope"), None),
+            // CRI-O with the kubelet's cgroupfs driver, and its conmon
+            (
+                format!("/kubepods/burstable/pod{pod}/crio-{ID}"),
+                c("cri-o", ID, pod),
+            ),
+            (format!("/kubepods/burstable/pod{pod}/crio-conmon-{ID}"), None),
+            // the kubelet's systemd driver with Docker (cri-dockerd)
+            (
+                format!("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{pod_}.slice/docker-{ID}.scope"),
+                c("docker", ID, pod),
+            ),
+            // the kubelet's cgroupfs driver, guaranteed QoS (no QoS level)
+            (format!("/kubepods/pod{pod}/{ID}"), c("containerd", ID, pod)),
+            // containerd alone: ctr and nerdctl (cgroupfs) in the default namespace, nerdctl
+            // with systemd
+            ("/default/web3".into(), c("containerd", "web3", "")),
+            (format!("/default/{ID}"), c("containerd", ID, "")),
+            (format!("/system.slice/nerdctl-{ID}.scope"), c("containerd", ID, "")),
+            ("/other-namespace/web3".into(), None),
+            ("/default".into(), None),
             ("/lxc.payload.web1".into(), c("lxc", "web1", "")),
             ("/lxc/web2/init.scope".into(), c("lxc", "web2", "")),
             (
