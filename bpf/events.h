@@ -45,7 +45,12 @@ enum event_flags {
 	FLAG_CWD_TRUNCATED = 1 << 2,
 	FLAG_READ_FAILED = 1 << 3,
 	FLAG_NO_ENTRY = 1 << 4, /* no syscall-entry record: timestamp and duration approximate */
+	/* what the executed file is (exec records; not errors) */
+	FLAG_EXE_MEMFD = 1 << 5,   /* a memfd: the program never had a path (fileless) */
+	FLAG_EXE_DELETED = 1 << 6, /* no link left to the file when it was executed */
 };
+
+#define TTY_CAP 16 /* bytes of a terminal's name kept ("pts/3", "tty1") */
 
 /* Per-CPU counters, summed by user space. */
 enum stat_id {
@@ -102,6 +107,13 @@ struct event_header {
 	__u32 uid;
 	__u32 gid;
 	__u32 flags; /* enum event_flags */
+	/* the calling task's context at the event */
+	__u32 euid;
+	__u32 egid;
+	__u32 auid;       /* audit login uid; 4294967295 when unset */
+	__u32 sid;        /* session id: the session leader's pid (host pid namespace) */
+	__u64 start_time; /* the process's start, CLOCK_BOOTTIME ns */
+	char tty[TTY_CAP]; /* controlling terminal's name, empty when none */
 };
 
 /*
@@ -158,6 +170,8 @@ struct socket_event {
 	char remote_path[UNIX_PATH_CAP];
 	__u32 user_addr_len;
 	__u8 user_addr[USER_ADDR_CAP];
+	__u32 netns; /* inode of the socket's network namespace; 0 when not a socket */
+	__u32 _pad;
 };
 
 /* Entry state of one thread inside a traced syscall, keyed by tid. */

@@ -362,6 +362,43 @@ int enter_exit_group_fe(void *ctx)
 
 /* ---- exec ---- */
 
+#define TMPFS_MAGIC_VALUE 0x01021994
+#define HUGETLBFS_MAGIC_VALUE 0x958458f6
+
+/*
+ * What the executed file is: a memfd (memfd_create names its file "memfd:<name>" on the
+ * kernel's internal tmpfs or hugetlbfs mount: it never had a path), or a file whose last link
+ * is gone (deleted after it was opened or started).
+ */
+static __always_inline __u32 exe_flags(struct file *file, struct dentry *dentry)
+{
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	unsigned long magic = BPF_CORE_READ(inode, i_sb, s_magic);
+	char name[6] = {};
+
+	bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
+	if ((magic == TMPFS_MAGIC_VALUE || magic == HUGETLBFS_MAGIC_VALUE) && name[0] == 'm' &&
+	    name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' && name[5] == ':')
+		return FLAG_EXE_MEMFD;
+	if (BPF_CORE_READ(inode, i_nlink) == 0)
+		return FLAG_EXE_DELETED;
+	return 0;
+}
+
+/*
+ * A memfd's file is the root of the kernel's internal mount, so a path walk gives "/": write
+ * "/memfd:<name>" at s->data[at] instead (as /proc/PID/exe shows it, less " (deleted)").
+ * Returns the length written, with the NUL.
+ */
+static __always_inline __u32 memfd_path(struct exec_scratch *s, __u32 at, struct dentry *dentry)
+{
+	const unsigned char *name = BPF_CORE_READ(dentry, d_name.name);
+
+	s->data[at & (2 * ARGV_CAP - 1)] = '/';
+	long n = bpf_probe_read_kernel_str(&s->data[(at + 1) & (2 * ARGV_CAP - 1)], 256, name);
+	return n > 0 ? (__u32)n + 1 : 0;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -415,7 +452,12 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	/* the executed file, then the cwd */
 	struct file *file = BPF_CORE_READ(bprm, file);
 	struct path fpath = BPF_CORE_READ(file, f_path);
-	s->ev.path_len = append_path(s, len, &fpath, FLAG_PATH_TRUNCATED);
+	__u32 exe = exe_flags(file, fpath.dentry);
+	s->ev.hdr.flags |= exe;
+	if (exe & FLAG_EXE_MEMFD)
+		s->ev.path_len = memfd_path(s, len, fpath.dentry);
+	else
+		s->ev.path_len = append_path(s, len, &fpath, FLAG_PATH_TRUNCATED);
 	if ((filters & EXCLUDE_PATH) && mute_by_path(s, len, s->ev.hdr.pid)) {
 		stat_inc(STAT_EXEC_FILTERED);
 		return 0;

@@ -77,6 +77,7 @@ static __always_inline void read_socket(struct socket_event *ev, struct file *fi
 	if (!sk)
 		return;
 	ev->is_socket = 1;
+	ev->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	ev->type = BPF_CORE_READ(sock, type);
 	ev->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	ev->protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);

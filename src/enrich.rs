@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::clock::{unix_now, Clock};
 use crate::containers::Cgroups;
-use crate::event::{Endpoint, Event, ExecEvent, SocketEvent, Syscall, AT_FDCWD};
+use crate::event::{Endpoint, Event, ExecEvent, Flags, SocketEvent, Syscall, AT_FDCWD};
 use crate::format::{args_lossy, text};
 use crate::procctx::{ProcInfo, ProcessContext};
 use crate::rows::{ProcessRow, Row, RowBase, SocketRow};
@@ -28,6 +28,7 @@ fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
         mut local,
         mut remote,
         user_addr,
+        netns,
     } = ev;
     // The caller's sockaddr stands in where the kernel socket no longer holds the address
     // (a failed connect resets the port; a failed bind leaves the socket unbound).
@@ -50,6 +51,7 @@ fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
         protocol,
         local,
         remote,
+        netns,
     }
 }
 
@@ -79,12 +81,18 @@ pub fn enrich(ctx: &mut ProcessContext, ev: Event) -> Row {
 fn process_row(ctx: &mut ProcessContext, ev: Event) -> ProcessRow {
     let h = ev.header().clone();
     let h = &h;
+    // the parent as the context knows it at this event (before this event changes it)
+    let parent = ctx.get(h.ppid).cloned().unwrap_or_default();
     let base = |info: Option<&ProcInfo>| {
         let info = info.cloned().unwrap_or_default();
         ProcessRow {
             base: RowBase::new(h, info.path),
             cwd: info.cwd,
             args: info.args,
+            parent_path: parent.path.clone(),
+            parent_args: parent.args.clone(),
+            exe_memfd: h.flags & Flags::FLAG_EXE_MEMFD.0 != 0,
+            exe_deleted: h.flags & Flags::FLAG_EXE_DELETED.0 != 0,
         }
     };
     match ev {
@@ -187,7 +195,7 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExitEvent, ForkEvent, Header};
+    use crate::event::{ExitEvent, ForkEvent, Header, TaskContext};
     use crate::rows::endpoint_text;
 
     fn hdr(syscall: Syscall, pid: u32, ppid: u32, ret: i64) -> Header {
@@ -203,6 +211,7 @@ mod tests {
             uid: 0,
             gid: 0,
             flags: 0,
+            task: TaskContext::default(),
         }
     }
 
@@ -281,6 +290,7 @@ mod tests {
             local,
             remote,
             user_addr: user,
+            netns: 4026531840,
         }
     }
 

@@ -85,6 +85,22 @@ impl Syscall {
     }
 }
 
+/// The calling task's context at the event, read in the kernel (hidden columns of both
+/// tables).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskContext {
+    pub euid: u32,
+    pub egid: u32,
+    /// The audit login uid; u32::MAX when unset.
+    pub auid: u32,
+    /// The session id: the session leader's host pid.
+    pub sid: u32,
+    /// The process's start, CLOCK_BOOTTIME ns.
+    pub start_time: u64,
+    /// The controlling terminal's name ("pts/3"), empty when none.
+    pub tty: Box<str>,
+}
+
 /// Fields every record carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
@@ -99,6 +115,7 @@ pub struct Header {
     pub uid: u32,
     pub gid: u32,
     pub flags: u32,
+    pub task: TaskContext,
 }
 
 impl Header {
@@ -126,8 +143,35 @@ impl From<&types::event_header> for Header {
             uid: h.uid,
             gid: h.gid,
             flags: h.flags,
+            task: TaskContext {
+                euid: h.euid,
+                egid: h.egid,
+                auid: h.auid,
+                sid: h.sid,
+                start_time: h.start_time,
+                tty: tty_name(&c_text(&h.tty)).into(),
+            },
         }
     }
+}
+
+/// A terminal's name as `ps` and /dev show it: the kernel names pseudo-terminals `pts<N>`,
+/// their device is /dev/pts/<N>.
+fn tty_name(kernel: &str) -> String {
+    match kernel.strip_prefix("pts") {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("pts/{n}"),
+        _ => kernel.to_string(),
+    }
+}
+
+/// A NUL-terminated kernel string as text (lossy).
+fn c_text(chars: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = chars
+        .iter()
+        .map(|&c| c as u8)
+        .take_while(|&b| b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +236,8 @@ pub struct SocketEvent {
     pub remote: Endpoint,
     /// The caller's sockaddr (connect, bind), decoded.
     pub user_addr: Endpoint,
+    /// Inode of the socket's network namespace (0: not a socket).
+    pub netns: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,6 +463,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 local,
                 remote,
                 user_addr: decode_sockaddr(&ev.user_addr[..ulen]),
+                netns: ev.netns,
             }))
         }
         _ => Err(DecodeError::UnknownKind(kind)),
@@ -446,6 +493,29 @@ pub(crate) mod tests {
             uid: 1000,
             gid: 100,
             flags: 0,
+            euid: 0,
+            egid: 100,
+            auid: 1000,
+            sid: 9,
+            start_time: 900,
+            tty: [
+                b'p' as std::ffi::c_char,
+                b't' as _,
+                b's' as _,
+                b'/' as _,
+                b'4' as _,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
         }
     }
 

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::event::{Endpoint, Header, Syscall};
+use crate::event::{Endpoint, Header, Syscall, TaskContext};
 use crate::format::text;
 
 /// The columns both tables share (eid and time live in the store entry).
@@ -24,6 +24,8 @@ pub struct RowBase {
     pub duration: u64,
     /// CLOCK_BOOTTIME ns at syscall entry.
     pub ntime: u64,
+    /// euid, egid, auid, sid, tty, start_time (hidden columns).
+    pub task: TaskContext,
 }
 
 impl RowBase {
@@ -41,6 +43,7 @@ impl RowBase {
             path,
             duration: h.duration,
             ntime: h.ts_boot,
+            task: h.task.clone(),
         }
     }
 }
@@ -51,6 +54,12 @@ pub struct ProcessRow {
     pub base: RowBase,
     pub cwd: Arc<str>,
     pub args: Arc<[String]>,
+    /// The parent's binary and arguments at the event, from the process context.
+    pub parent_path: Arc<str>,
+    pub parent_args: Arc<[String]>,
+    /// Exec rows: the executed file was a memfd / had no link left.
+    pub exe_memfd: bool,
+    pub exe_deleted: bool,
 }
 
 /// One `bpf_socket_events_v2` row.
@@ -65,6 +74,8 @@ pub struct SocketRow {
     /// Endpoints are kept as values and turned into text by `generate`.
     pub local: Endpoint,
     pub remote: Endpoint,
+    /// Inode of the socket's network namespace (0: not a socket).
+    pub netns: u32,
 }
 
 /// A finished row for one of the tables.

@@ -186,12 +186,14 @@ pub trait EventRow: Send + Sync + Sized + 'static {
     fn columns() -> &'static [Column<Entry<Self>>];
 }
 
-/// An event table's columns, as osquery 5.23's tables have them: tid to path (shared), the
+/// An event table's columns: as osquery 5.23's tables have them, tid to path (shared), the
 /// table's own, duration (shared), the table's own after it, then ntime, time and eid
-/// (shared; time and eid are the store entry's).
+/// (shared; time and eid are the store entry's); then this project's hidden columns: the
+/// task's context (shared), then the table's own.
 fn event_columns<R: EventRow>(
     own: Vec<Column<Entry<R>>>,
     after_duration: Vec<Column<Entry<R>>>,
+    own_hidden: Vec<Column<Entry<R>>>,
 ) -> Vec<Column<Entry<R>>> {
     use ColumnType::{BigInt, Integer, Text};
     let mut c: Vec<Column<Entry<R>>> = vec![
@@ -224,12 +226,30 @@ fn event_columns<R: EventRow>(
     c.push(hidden(column("eid", Integer, |e: &Entry<R>, o| {
         int(o, e.eid)
     })));
+    c.extend(
+        [
+            column("euid", BigInt, |e: &Entry<R>, o| {
+                int(o, e.row.base().task.euid)
+            }),
+            column("egid", BigInt, |e, o| int(o, e.row.base().task.egid)),
+            column("auid", BigInt, |e, o| int(o, e.row.base().task.auid)),
+            column("sid", BigInt, |e, o| int(o, e.row.base().task.sid)),
+            column("tty", Text, |e, o| {
+                o.extend_from_slice(e.row.base().task.tty.as_bytes())
+            }),
+            column("start_time", BigInt, |e, o| {
+                int(o, e.row.base().task.start_time)
+            }),
+        ]
+        .map(hidden),
+    );
+    c.extend(own_hidden.into_iter().map(hidden));
     c
 }
 
-/// `bpf_process_events` of osquery 5.23: 17 columns, in this order.
+/// `bpf_process_events` of osquery 5.23: 17 columns, in this order; then 10 hidden ones.
 pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock::new(|| {
-    use ColumnType::Text;
+    use ColumnType::{Integer, Text};
     event_columns(
         vec![
             column("cwd", Text, |e, o| {
@@ -240,12 +260,26 @@ pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock:
         vec![hidden(column("json_cmdline", Text, |e, o| {
             write_json_cmdline(o, &e.row.args)
         }))],
+        vec![
+            column("parent_path", Text, |e, o| {
+                o.extend_from_slice(e.row.parent_path.as_bytes())
+            }),
+            column("parent_cmdline", Text, |e, o| {
+                write_cmdline(o, &e.row.parent_args)
+            }),
+            column("exe_memfd", Integer, |e, o| {
+                int(o, u8::from(e.row.exe_memfd))
+            }),
+            column("exe_deleted", Integer, |e, o| {
+                int(o, u8::from(e.row.exe_deleted))
+            }),
+        ],
     )
 });
 
-/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order.
+/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order; then 7 hidden ones.
 pub static SOCKET_COLUMNS: LazyLock<Vec<Column<Entry<SocketRow>>>> = LazyLock::new(|| {
-    use ColumnType::{Integer, Text};
+    use ColumnType::{BigInt, Integer, Text};
     event_columns(
         vec![
             column("fd", Text, |e, o| int(o, e.row.fd)),
@@ -262,6 +296,7 @@ pub static SOCKET_COLUMNS: LazyLock<Vec<Column<Entry<SocketRow>>>> = LazyLock::n
             column("remote_port", Integer, |e, o| int(o, e.row.remote.port())),
         ],
         vec![],
+        vec![column("netns", BigInt, |e, o| int(o, e.row.netns))],
     )
 });
 
@@ -411,9 +446,14 @@ mod tests {
                 path: "/bin/x".into(),
                 duration: 10,
                 ntime: 123,
+                task: Default::default(),
             },
             cwd: "/".into(),
             args: vec!["x".to_string(), "a b".to_string()].into(),
+            parent_path: "/sbin/init".into(),
+            parent_args: vec!["init".to_string()].into(),
+            exe_memfd: false,
+            exe_deleted: false,
         }
     }
 
@@ -425,15 +465,23 @@ mod tests {
     }
 
     #[test]
-    fn schema_matches_the_old_tables() {
-        assert_eq!(PROCESS_COLUMNS.len(), 17);
-        assert_eq!(SOCKET_COLUMNS.len(), 22);
+    fn schema_matches_the_old_tables_and_every_addition_is_hidden() {
+        // the old tables' 17 and 22 columns first, then this project's, all hidden
+        assert_eq!(PROCESS_COLUMNS.len(), 17 + 10);
+        assert_eq!(SOCKET_COLUMNS.len(), 22 + 7);
+        let added = specs(&PROCESS_COLUMNS[17..])
+            .into_iter()
+            .chain(specs(&SOCKET_COLUMNS[22..]));
+        for c in added {
+            assert!(c.options.contains(ColumnOptions::HIDDEN), "{}", c.name);
+        }
         let sock = create_statement("bpf_socket_events", &specs(&SOCKET_COLUMNS));
         assert!(sock.starts_with("CREATE TABLE bpf_socket_events(`tid` BIGINT, `pid` BIGINT, `parent` BIGINT, `uid` BIGINT, `gid` BIGINT, `cid` INTEGER, `exit_code` TEXT, `probe_error` INTEGER, `syscall` TEXT, `path` TEXT, "));
-        assert!(sock.contains("`fd` TEXT, `family` INTEGER, `type` INTEGER, `protocol` INTEGER, `local_address` TEXT, `remote_address` TEXT, `local_port` INTEGER, `remote_port` INTEGER, `duration` INTEGER, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
+        assert!(sock.contains("`fd` TEXT, `family` INTEGER, `type` INTEGER, `protocol` INTEGER, `local_address` TEXT, `remote_address` TEXT, `local_port` INTEGER, `remote_port` INTEGER, `duration` INTEGER, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN, `euid` BIGINT HIDDEN, `egid` BIGINT HIDDEN, `auid` BIGINT HIDDEN, `sid` BIGINT HIDDEN, `tty` TEXT HIDDEN, `start_time` BIGINT HIDDEN, `netns` BIGINT HIDDEN);"));
         let stmt = create_statement("bpf_process_events", &specs(&PROCESS_COLUMNS));
         assert!(stmt.starts_with("CREATE TABLE bpf_process_events(`tid` BIGINT, `pid` BIGINT"));
-        assert!(stmt.contains("`path` TEXT, `cwd` TEXT, `cmdline` TEXT, `duration` INTEGER, `json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN);"));
+        assert!(stmt.contains("`path` TEXT, `cwd` TEXT, `cmdline` TEXT, `duration` INTEGER, `json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN, `euid` BIGINT HIDDEN, "));
+        assert!(stmt.ends_with("`start_time` BIGINT HIDDEN, `parent_path` TEXT HIDDEN, `parent_cmdline` TEXT HIDDEN, `exe_memfd` INTEGER HIDDEN, `exe_deleted` INTEGER HIDDEN);"));
         // time is HIDDEN | ADDITIONAL (20), eid HIDDEN (16), as osquery 5.23 declares them
         let r = routes(&specs(&PROCESS_COLUMNS));
         let op = |n: &str| r.iter().find(|c| c["name"] == n).map(|c| c["op"].clone());
@@ -466,7 +514,8 @@ mod tests {
         assert_eq!(rows[0]["json_cmdline"], r#"["x","a b"]"#);
         assert_eq!(rows[0]["exit_code"], "-2");
         assert_eq!(rows[0]["eid"], "2");
-        assert_eq!(rows[0].len(), 17);
+        assert_eq!(rows[0].len(), 17 + 10);
+        assert_eq!(rows[0]["parent_cmdline"], "init");
         let rows = generate(
             &t,
             r#"{"constraints":[{"name":"pid","list":[{"op":2,"expr":"5"}]}]}"#,
@@ -485,6 +534,7 @@ mod tests {
             protocol: 6,
             local: Endpoint::Inet([127, 0, 0, 1].into(), 40000),
             remote: Endpoint::Inet([10, 0, 0, 2].into(), 443),
+            netns: 7,
         };
         let store = Arc::new(Store::new(10, 3600));
         store.push(unix_now(), sock, unix_now());

@@ -38,6 +38,17 @@ fn registers_the_table_with_the_old_schema() {
         ("ntime", "TEXT", "0"),
         ("time", "BIGINT", "20"),
         ("eid", "INTEGER", "16"),
+        // this project's additions, all hidden: SELECT * is the old table's
+        ("euid", "BIGINT", "16"),
+        ("egid", "BIGINT", "16"),
+        ("auid", "BIGINT", "16"),
+        ("sid", "BIGINT", "16"),
+        ("tty", "TEXT", "16"),
+        ("start_time", "BIGINT", "16"),
+        ("parent_path", "TEXT", "16"),
+        ("parent_cmdline", "TEXT", "16"),
+        ("exe_memfd", "INTEGER", "16"),
+        ("exe_deleted", "INTEGER", "16"),
     ];
     let got: Vec<(String, String, String)> = routes
         .iter()
@@ -52,7 +63,7 @@ fn registers_the_table_with_the_old_schema() {
 
     // columns over the extension socket, as SQLite asks when it creates the table
     let cols = h.client.columns(PROCESS_TABLE);
-    assert_eq!(cols.len(), 17);
+    assert_eq!(cols.len(), 27);
     assert_eq!(cols[15]["name"], "time");
     assert_eq!(h.client.ping().expect("ping").code, Some(0));
 }
@@ -173,7 +184,7 @@ fn survives_a_stale_socket_from_a_killed_run() {
     assert_eq!(uuid, 4242);
     let mut c = ExtClient::connect(&stale, Duration::from_secs(10));
     assert_eq!(c.ping().expect("ping").code, Some(0));
-    assert_eq!(c.columns(PROCESS_TABLE).len(), 17);
+    assert_eq!(c.columns(PROCESS_TABLE).len(), 27);
 }
 
 #[test]
@@ -217,7 +228,7 @@ fn alternative_table_names_are_served() {
     let mut h = Harness::start(&[("OSQUERY_EBPF_PROCESS_TABLE", "bpf_process_events")]);
     let registry = h.manager.registry(h.uuid).expect("registry");
     assert!(registry["table"].contains_key("bpf_process_events"));
-    assert_eq!(h.client.columns("bpf_process_events").len(), 17);
+    assert_eq!(h.client.columns("bpf_process_events").len(), 27);
 }
 
 #[test]

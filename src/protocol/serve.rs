@@ -493,7 +493,7 @@ impl RowSink for ReplyRows<'_> {
 mod tests {
     use super::*;
     use crate::clock::unix_now;
-    use crate::event::{Endpoint, Syscall};
+    use crate::event::{Endpoint, Syscall, TaskContext};
     use crate::protocol::osquery::{ExtensionSyncClient, TExtensionSyncClient};
     use crate::rows::{ProcessRow, RowBase, SocketRow};
     use crate::store::Store;
@@ -520,6 +520,14 @@ mod tests {
             path: "/usr/bin/curl".into(),
             duration: 4242,
             ntime: 987_654_321,
+            task: TaskContext {
+                euid: 0,
+                egid: 5,
+                auid: 1000,
+                sid: 88,
+                start_time: 123_456,
+                tty: "pts/2".into(),
+            },
         }
     }
 
@@ -536,6 +544,10 @@ mod tests {
                 base: base(pid, Syscall::Execve),
                 cwd: "/home/x".into(),
                 args: vec!["curl".to_string(), "it's".to_string()].into(),
+                parent_path: "/bin/bash".into(),
+                parent_args: vec!["bash".to_string(), "-l".to_string()].into(),
+                exe_memfd: pid == 20,
+                exe_deleted: pid == 10,
             };
             process.push(time - u64::from(pid), row, time);
         }
@@ -548,6 +560,7 @@ mod tests {
             protocol: 6,
             local: Endpoint::Inet("::1".parse().expect("ip"), 40000),
             remote: Endpoint::Inet("2001:db8::7".parse().expect("ip"), 443),
+            netns: 4026531993,
         };
         socket.push(time, row, time);
         let tables: Vec<Arc<dyn Table>> = vec![
@@ -618,6 +631,12 @@ mod tests {
                 ("path", s("/usr/bin/curl")),
                 ("duration", s("4242")),
                 ("ntime", s("987654321")),
+                ("euid", s("0")),
+                ("egid", s("5")),
+                ("auid", s("1000")),
+                ("sid", s("88")),
+                ("tty", s("pts/2")),
+                ("start_time", s("123456")),
             ]
         };
         let process = |pid: u32, eid: u64| {
@@ -626,6 +645,10 @@ mod tests {
                 ("cwd", s("/home/x")),
                 ("cmdline", s(r"curl 'it'\''s'")),
                 ("json_cmdline", s(r#"["curl","it's"]"#)),
+                ("parent_path", s("/bin/bash")),
+                ("parent_cmdline", s("bash -l")),
+                ("exe_memfd", u8::from(pid == 20).to_string()),
+                ("exe_deleted", u8::from(pid == 10).to_string()),
                 ("time", (f.time - u64::from(pid)).to_string()),
                 ("eid", eid.to_string()),
             ]);
@@ -646,6 +669,7 @@ mod tests {
             ("remote_address", s("2001:db8::7")),
             ("local_port", s("40000")),
             ("remote_port", s("443")),
+            ("netns", s("4026531993")),
             ("time", f.time.to_string()),
             ("eid", s("1")),
         ]);
@@ -688,7 +712,7 @@ mod tests {
             .call("table".into(), "s".into(), req.clone())
             .expect("columns");
         let cols = resp.response.expect("routes");
-        assert_eq!(cols.len(), 22);
+        assert_eq!(cols.len(), 22 + 7);
         assert_eq!(
             (cols[14]["name"].as_str(), cols[14]["type"].as_str()),
             ("local_address", "TEXT")

@@ -196,6 +196,35 @@ fn main() {
         }),
         format!("execve row: {exec:?}"),
     );
+    // the hidden context columns, from the kernel and the process context
+    check(
+        exec.as_ref().is_some_and(|r| {
+            let n = |k: &str| s(r, k).parse::<u64>().unwrap_or(0);
+            s(r, "euid") == s(r, "uid")
+                && s(r, "egid") == s(r, "gid")
+                && n("sid") > 0
+                && n("start_time") > 0
+                && n("start_time") <= n("ntime")
+                && !s(r, "auid").is_empty()
+                && s(r, "parent_path")
+                    == std::env::current_exe()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                && s(r, "exe_memfd") == "0"
+                && s(r, "exe_deleted") == "0"
+        }),
+        format!("context columns of the execve row: {exec:?}"),
+    );
+    let (p, _) = workload(work, &["memfd-exec"]);
+    let memfd = rows.wait("exec of a memfd", slow, |r| {
+        s(r, "pid") == p.to_string() && s(r, "syscall") == "execveat"
+    });
+    check(
+        memfd
+            .as_ref()
+            .is_some_and(|r| s(r, "exe_memfd") == "1" && s(r, "path") == "/memfd:workload-copy"),
+        format!("memfd exec: {memfd:?}"),
+    );
     let exit = rows.wait("exit of exit 3", slow, |r| {
         s(r, "pid") == p.to_string() && s(r, "syscall") == "exit_group"
     });
@@ -296,6 +325,7 @@ fn main() {
                     && s(r, "local_port") == cport
                     // the trampoline set has no entry time for socket calls: duration 0
                     && (!trampolines || s(r, "duration") == "0")
+                    && s(r, "netns").parse::<u64>().unwrap_or(0) > 0
             }),
             format!("connect on {shown}: {c:?}"),
         );

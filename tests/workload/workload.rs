@@ -146,6 +146,22 @@ fn main() {
             };
             say(&format!(r#"{{"errno":{}}}"#, errno()));
         }
+        // copy this binary into a memfd and fexecve it: [this, "exit", "0"] (a fileless exec)
+        "memfd-exec" => {
+            let bytes = std::fs::read("/proc/self/exe").expect("read self");
+            let name = CString::new("workload-copy").expect("name");
+            // SAFETY: a valid NUL-terminated name; the fd is ours.
+            let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+            assert!(fd >= 0, "memfd_create: errno {}", errno());
+            // SAFETY: fd is a valid memfd; bytes outlives the call.
+            let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+            assert_eq!(n, bytes.len() as isize, "write");
+            let c = cstrings(&[OsString::from("workload"), "exit".into(), "0".into()]);
+            say(&format!(r#"{{"pid":{me}}}"#));
+            // SAFETY: NUL-terminated argv/envp arrays of valid C strings.
+            unsafe { libc::fexecve(fd, ptrs(&c).as_ptr(), envp.as_ptr()) };
+            say(&format!(r#"{{"errno":{}}}"#, errno()));
+        }
         // execv(PATH, [PATH, ARGS...]) expected to fail
         "exec-fail" => {
             let c = cstrings(rest);
