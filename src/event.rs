@@ -165,7 +165,7 @@ fn tty_name(kernel: &str) -> String {
 }
 
 /// A NUL-terminated kernel string as text (lossy).
-fn c_text(chars: &[std::ffi::c_char]) -> String {
+fn c_text(chars: &[i8]) -> String {
     let bytes: Vec<u8> = chars
         .iter()
         .map(|&c| c as u8)
@@ -499,7 +499,7 @@ pub(crate) mod tests {
             sid: 9,
             start_time: 900,
             tty: [
-                b'p' as std::ffi::c_char,
+                b'p' as i8,
                 b't' as _,
                 b's' as _,
                 b'/' as _,
