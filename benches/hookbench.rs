@@ -7,7 +7,7 @@
 //!
 //!     cargo build --release && sudo cargo run --release --example hookbench -- \
 //!         --ext target/release/osquery-ebpf [--rounds 5] [--seconds 3] [--sets auto,tracepoint]
-//!         [--floor] [--json PATH]
+//!         [--floor] [--json PATH] [--baseline OTHER-BUILD]
 
 #[path = "support/storms.rs"]
 mod storms;
@@ -22,6 +22,8 @@ use serde_json::json;
 
 struct Opts {
     ext: String,
+    /// Another build, measured on the same hook sets in the same rounds ("baseline:hooks=SET").
+    baseline: Option<String>,
     rounds: usize,
     seconds: u64,
     sets: Vec<String>,
@@ -33,6 +35,7 @@ struct Opts {
 fn opts() -> Opts {
     let mut o = Opts {
         ext: "target/release/osquery-ebpf".into(),
+        baseline: None,
         rounds: 5,
         seconds: 3,
         sets: vec!["auto".into(), "tracepoint".into()],
@@ -46,6 +49,7 @@ fn opts() -> Opts {
         let mut val = || it.next().cloned().unwrap_or_default();
         match a.as_str() {
             "--ext" => o.ext = val(),
+            "--baseline" => o.baseline = Some(val()),
             "--rounds" => o.rounds = val().parse().expect("--rounds N"),
             "--seconds" => o.seconds = val().parse().expect("--seconds N"),
             "--sets" => o.sets = val().split(',').map(str::to_string).collect(),
@@ -185,6 +189,9 @@ fn main() {
     }
     let mut conditions: Vec<String> = vec!["none".into()];
     conditions.extend(o.sets.iter().map(|s| format!("hooks={s}")));
+    if o.baseline.is_some() {
+        conditions.extend(o.sets.iter().map(|s| format!("baseline:hooks={s}")));
+    }
     let have_bpftrace = Command::new("bpftrace").arg("--version").output().is_ok();
     if o.floor && have_bpftrace {
         conditions.push("floor".into());
@@ -205,8 +212,12 @@ fn main() {
                     Some(start(&mut cmd, "Attaching", true).expect("bpftrace starts"))
                 }
                 c => {
-                    let set = c.trim_start_matches("hooks=");
-                    let mut cmd = Command::new(&o.ext);
+                    let (exe, set) = match c.strip_prefix("baseline:") {
+                        Some(rest) => (o.baseline.as_deref().unwrap_or(&o.ext), rest),
+                        None => (o.ext.as_str(), c),
+                    };
+                    let set = set.trim_start_matches("hooks=");
+                    let mut cmd = Command::new(exe);
                     cmd.args([
                         "watch",
                         "--counters-only",

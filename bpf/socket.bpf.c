@@ -104,10 +104,12 @@ static __always_inline void read_socket(struct socket_event *ev, struct file *fi
  * The one builder of socket records: `syscall` returned `ret` on `fd` (for accept, the
  * listening socket); `uaddr`/`ulen` are the caller's sockaddr (connect and bind; 0 otherwise);
  * `ts` is when the call started, or 0 when the hook does not know (the record is then dated
- * now, duration 0).
+ * now, duration 0). `file` is the socket's file when the hook has it (io_uring), else 0 (it
+ * is found from the fd); `flags` are added to the header's.
  */
 static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int fd, __u64 uaddr,
-					 __u32 ulen, __u64 ts, enum scratch_slot slot)
+					 __u32 ulen, __u64 ts, enum scratch_slot slot,
+					 struct file *file, __u32 flags)
 {
 	__u64 now = now_boot_ns();
 	if (!ts)
@@ -144,10 +146,15 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 	ev->type = -1;
 	ev->protocol = -1;
 
-	if ((syscall == SC_ACCEPT || syscall == SC_ACCEPT4) && ret >= 0)
+	ev->hdr.flags |= flags;
+	if ((syscall == SC_ACCEPT || syscall == SC_ACCEPT4) && ret >= 0) {
 		fd = (int)ret; /* the new connection */
+		file = 0;
+	}
 	ev->fd = fd;
-	read_socket(ev, fd_file((struct task_struct *)bpf_get_current_task(), fd));
+	if (!file)
+		file = fd_file((struct task_struct *)bpf_get_current_task(), fd);
+	read_socket(ev, file);
 
 	if (uaddr) {
 		__u32 len = ulen;
@@ -203,7 +210,7 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 		if (take_entry((__u32)bpf_get_current_pid_tgid(), &e))                    \
 			return 0;                                                         \
 		return socket_record(ctx, e.syscall, ctx->ret, (int)e.arg0, e.arg1,       \
-				     (__u32)e.arg2, e.ts_boot, SLOT_TRACEPOINT);          \
+				     (__u32)e.arg2, e.ts_boot, SLOT_TRACEPOINT, 0, 0);    \
 	}                                                                                 \
 	SEC("fexit/" SYSCALL_WRAPPER(name))                                               \
 	int exit_##name##_fx(void *ctx)                                                   \
@@ -212,7 +219,7 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 		return socket_record(ctx, id, FEXIT_RET(ctx), (int)SYSCALL_ARG1(regs),    \
 				     with_addr ? SYSCALL_ARG2(regs) : 0,                  \
 				     with_addr ? (__u32)SYSCALL_ARG3(regs) : 0, 0,        \
-				     SLOT_TRAMPOLINE);                                    \
+				     SLOT_TRAMPOLINE, 0, 0);                              \
 	}
 
 SOCKET_SYSCALL(connect, SC_CONNECT, 1)
@@ -220,3 +227,40 @@ SOCKET_SYSCALL(bind, SC_BIND, 1)
 SOCKET_SYSCALL(listen, SC_LISTEN, 0)
 SOCKET_SYSCALL(accept, SC_ACCEPT, 0)
 SOCKET_SYSCALL(accept4, SC_ACCEPT4, 0)
+
+/*
+ * io_uring: connect, accept, bind and listen submitted to a ring run without those system
+ * calls. Every request's completion passes io_uring_complete (not a syscall tracepoint: it
+ * costs nothing to processes that do not use io_uring), whose second argument is the request
+ * on 6.0 and later (5.x passed the ring, user data and result only: there this program returns
+ * at once). The request carries the opcode, the socket's file and the result; the record is
+ * the same as the system call's (the process that submitted it, or its io-wq worker thread;
+ * the endpoints from the kernel socket; `exit_code` the result), dated at the completion, with
+ * FLAG_IO_URING. The fd is -1 except for accept (the new descriptor): the request keeps the
+ * file, not the number. Bind and listen exist as io_uring operations since 6.11.
+ */
+SEC("tp_btf/io_uring_complete")
+int on_uring_complete(__u64 *ctx)
+{
+	struct io_kiocb *req = (struct io_kiocb *)ctx[1];
+	__u32 syscall;
+
+	if (!bpf_core_field_exists(req->cqe))
+		return 0;
+	__u8 op = BPF_CORE_READ(req, opcode);
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
+		syscall = SC_CONNECT;
+	else if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_ACCEPT))
+		syscall = SC_ACCEPT;
+	else if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_BIND) &&
+		 op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND))
+		syscall = SC_BIND;
+	else if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_LISTEN) &&
+		 op == bpf_core_enum_value(enum io_uring_op, IORING_OP_LISTEN))
+		syscall = SC_LISTEN;
+	else
+		return 0;
+	long res = BPF_CORE_READ(req, cqe.res);
+	struct file *file = BPF_CORE_READ(req, file);
+	return socket_record(ctx, syscall, res, -1, 0, 0, 0, SLOT_TRAMPOLINE, file, FLAG_IO_URING);
+}

@@ -52,6 +52,7 @@ fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
         local,
         remote,
         netns,
+        via_io_uring: h.flags & Flags::FLAG_IO_URING.0 != 0,
     }
 }
 

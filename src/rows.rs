@@ -76,6 +76,8 @@ pub struct SocketRow {
     pub remote: Endpoint,
     /// Inode of the socket's network namespace (0: not a socket).
     pub netns: u32,
+    /// The operation went through io_uring, not a system call.
+    pub via_io_uring: bool,
 }
 
 /// A finished row for one of the tables.

@@ -277,7 +277,7 @@ pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock:
     )
 });
 
-/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order; then 7 hidden ones.
+/// `bpf_socket_events` of osquery 5.23: 22 columns, in this order; then 8 hidden ones.
 pub static SOCKET_COLUMNS: LazyLock<Vec<Column<Entry<SocketRow>>>> = LazyLock::new(|| {
     use ColumnType::{BigInt, Integer, Text};
     event_columns(
@@ -296,7 +296,12 @@ pub static SOCKET_COLUMNS: LazyLock<Vec<Column<Entry<SocketRow>>>> = LazyLock::n
             column("remote_port", Integer, |e, o| int(o, e.row.remote.port())),
         ],
         vec![],
-        vec![column("netns", BigInt, |e, o| int(o, e.row.netns))],
+        vec![
+            column("netns", BigInt, |e, o| int(o, e.row.netns)),
+            column("via_io_uring", Integer, |e, o| {
+                int(o, u8::from(e.row.via_io_uring))
+            }),
+        ],
     )
 });
 
@@ -468,7 +473,7 @@ mod tests {
     fn schema_matches_the_old_tables_and_every_addition_is_hidden() {
         // the old tables' 17 and 22 columns first, then this project's, all hidden
         assert_eq!(PROCESS_COLUMNS.len(), 17 + 10);
-        assert_eq!(SOCKET_COLUMNS.len(), 22 + 7);
+        assert_eq!(SOCKET_COLUMNS.len(), 22 + 8);
         let added = specs(&PROCESS_COLUMNS[17..])
             .into_iter()
             .chain(specs(&SOCKET_COLUMNS[22..]));
@@ -477,7 +482,7 @@ mod tests {
         }
         let sock = create_statement("bpf_socket_events", &specs(&SOCKET_COLUMNS));
         assert!(sock.starts_with("CREATE TABLE bpf_socket_events(`tid` BIGINT, `pid` BIGINT, `parent` BIGINT, `uid` BIGINT, `gid` BIGINT, `cid` INTEGER, `exit_code` TEXT, `probe_error` INTEGER, `syscall` TEXT, `path` TEXT, "));
-        assert!(sock.contains("`fd` TEXT, `family` INTEGER, `type` INTEGER, `protocol` INTEGER, `local_address` TEXT, `remote_address` TEXT, `local_port` INTEGER, `remote_port` INTEGER, `duration` INTEGER, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN, `euid` BIGINT HIDDEN, `egid` BIGINT HIDDEN, `auid` BIGINT HIDDEN, `sid` BIGINT HIDDEN, `tty` TEXT HIDDEN, `start_time` BIGINT HIDDEN, `netns` BIGINT HIDDEN);"));
+        assert!(sock.contains("`fd` TEXT, `family` INTEGER, `type` INTEGER, `protocol` INTEGER, `local_address` TEXT, `remote_address` TEXT, `local_port` INTEGER, `remote_port` INTEGER, `duration` INTEGER, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN, `euid` BIGINT HIDDEN, `egid` BIGINT HIDDEN, `auid` BIGINT HIDDEN, `sid` BIGINT HIDDEN, `tty` TEXT HIDDEN, `start_time` BIGINT HIDDEN, `netns` BIGINT HIDDEN, `via_io_uring` INTEGER HIDDEN);"));
         let stmt = create_statement("bpf_process_events", &specs(&PROCESS_COLUMNS));
         assert!(stmt.starts_with("CREATE TABLE bpf_process_events(`tid` BIGINT, `pid` BIGINT"));
         assert!(stmt.contains("`path` TEXT, `cwd` TEXT, `cmdline` TEXT, `duration` INTEGER, `json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN, `euid` BIGINT HIDDEN, "));
@@ -535,6 +540,7 @@ mod tests {
             local: Endpoint::Inet([127, 0, 0, 1].into(), 40000),
             remote: Endpoint::Inet([10, 0, 0, 2].into(), 443),
             netns: 7,
+            via_io_uring: false,
         };
         let store = Arc::new(Store::new(10, 3600));
         store.push(unix_now(), sock, unix_now());

@@ -485,3 +485,90 @@ fn a_connection_between_two_network_namespaces() {
         ("10.231.0.1", "8080", "0")
     );
 }
+
+/// Socket operations submitted to io_uring, with no connect/accept system call: the same rows
+/// as the system calls', marked `via_io_uring` (bind and listen too where the kernel runs them
+/// in the ring, 6.11+).
+#[test]
+fn io_uring_connect_accept_bind_and_listen_are_rows() {
+    if !require_root() {
+        return;
+    }
+    let mut h = Harness::start(&[]);
+    let out = Command::new(workload())
+        .arg("uring-tcp")
+        .output()
+        .expect("workload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let facts: serde_json::Value =
+        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap_or(b""))
+            .expect("facts");
+    let pid = facts["pid"].as_u64().expect("pid") as u32;
+    let (port, client_port) = (facts["port"].to_string(), facts["client_port"].to_string());
+    assert_eq!(facts["connect"], 0, "{facts}");
+    let accepted = facts["accept"].to_string();
+    let cols = [SOCKET_COLUMNS, &["via_io_uring", "netns"]].concat();
+    let rows = h.poll_rows(SOCKET_TABLE, &cols, pid, |r| {
+        r.iter().any(|r| r["syscall"] == "connect") && r.iter().any(|r| r["syscall"] == "accept")
+    });
+    let one = |syscall: &str| {
+        rows.iter()
+            .find(|r| r["syscall"] == syscall && r["via_io_uring"] == "1")
+            .unwrap_or_else(|| panic!("no io_uring {syscall} row: {rows:#?}"))
+    };
+    let c = one("connect");
+    assert_eq!(
+        (
+            c["remote_address"].as_str(),
+            c["remote_port"].as_str(),
+            c["local_port"].as_str(),
+            c["exit_code"].as_str(),
+            c["fd"].as_str(),
+        ),
+        ("127.0.0.1", port.as_str(), client_port.as_str(), "0", "-1"),
+        "{c:?}"
+    );
+    assert_eq!((c["family"].as_str(), c["protocol"].as_str()), ("2", "6"));
+    let a = one("accept");
+    assert_eq!(
+        (
+            a["local_port"].as_str(),
+            a["remote_port"].as_str(),
+            a["exit_code"].as_str(),
+            a["fd"].as_str(),
+        ),
+        (
+            port.as_str(),
+            client_port.as_str(),
+            accepted.as_str(),
+            accepted.as_str()
+        ),
+        "{a:?}"
+    );
+    // nothing came through the system calls
+    assert!(
+        !rows.iter().any(
+            |r| matches!(r["syscall"].as_str(), "connect" | "accept" | "accept4")
+                && r["via_io_uring"] == "0"
+        ),
+        "{rows:#?}"
+    );
+    if facts["bind_by_ring"] == true {
+        let b = one("bind");
+        assert_eq!(
+            (b["local_port"].as_str(), b["exit_code"].as_str()),
+            (port.as_str(), "0")
+        );
+        let l = one("listen");
+        assert_eq!(
+            (l["local_port"].as_str(), l["exit_code"].as_str()),
+            (port.as_str(), "0")
+        );
+    } else {
+        eprintln!("this kernel runs no bind/listen in io_uring (before 6.11): not checked");
+    }
+}

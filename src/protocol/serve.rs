@@ -561,6 +561,7 @@ mod tests {
             local: Endpoint::Inet("::1".parse().expect("ip"), 40000),
             remote: Endpoint::Inet("2001:db8::7".parse().expect("ip"), 443),
             netns: 4026531993,
+            via_io_uring: true,
         };
         socket.push(time, row, time);
         let tables: Vec<Arc<dyn Table>> = vec![
@@ -670,6 +671,7 @@ mod tests {
             ("local_port", s("40000")),
             ("remote_port", s("443")),
             ("netns", s("4026531993")),
+            ("via_io_uring", s("1")),
             ("time", f.time.to_string()),
             ("eid", s("1")),
         ]);
@@ -712,7 +714,7 @@ mod tests {
             .call("table".into(), "s".into(), req.clone())
             .expect("columns");
         let cols = resp.response.expect("routes");
-        assert_eq!(cols.len(), 22 + 7);
+        assert_eq!(cols.len(), 22 + 8);
         assert_eq!(
             (cols[14]["name"].as_str(), cols[14]["type"].as_str()),
             ("local_address", "TEXT")

@@ -338,6 +338,50 @@ fn main() {
         );
     }
 
+    // socket operations through io_uring: rows from 6.0 (the completion tracepoint names the
+    // request), bind and listen in the ring from 6.11
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version: Vec<u32> = release
+        .split(|c: char| !c.is_ascii_digit())
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (up, facts) = workload(work, &["uring-tcp"]);
+    if facts.is_null() {
+        println!("SKIP io_uring: the workload could not use it on this kernel");
+    } else if version.first().is_some_and(|&major| major < 6) {
+        println!("SKIP io_uring rows: 5.x kernels do not name the request at completion");
+    } else {
+        let port = facts["port"].to_string();
+        for call in ["connect", "accept"] {
+            let r = rows.wait(&format!("io_uring {call}"), slow, |r| {
+                s(r, "pid") == up.to_string()
+                    && s(r, "syscall") == call
+                    && s(r, "via_io_uring") == "1"
+            });
+            let want_port = if call == "connect" {
+                "remote_port"
+            } else {
+                "local_port"
+            };
+            check(
+                r.as_ref().is_some_and(|r| s(r, want_port) == port),
+                format!("io_uring {call} row: {r:?}"),
+            );
+        }
+        if facts["bind_by_ring"] == true {
+            let r = rows.wait("io_uring listen", slow, |r| {
+                s(r, "pid") == up.to_string()
+                    && s(r, "syscall") == "listen"
+                    && s(r, "via_io_uring") == "1"
+            });
+            check(
+                r.as_ref().is_some_and(|r| s(r, "local_port") == port),
+                format!("io_uring listen row: {r:?}"),
+            );
+        }
+    }
+
     // stop the extension; its last stats line: nothing lost
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(ext.id() as i32),

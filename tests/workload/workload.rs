@@ -246,6 +246,10 @@ fn main() {
             let secs: u64 = rest[0].to_string_lossy().parse().expect("secs");
             std::thread::sleep(std::time::Duration::from_secs(secs));
         }
+        // loopback TCP through io_uring only: (bind and listen through the ring where the
+        // kernel has them, 6.11+, else by system call), then accept and connect as ring
+        // operations; the facts name what went through the ring and the results
+        "uring-tcp" => uring_tcp(me),
         // accept one TCP connection on ADDR:PORT
         "tcp-server" => {
             let addr = format!(
@@ -292,4 +296,86 @@ fn main() {
             std::process::exit(64);
         }
     }
+}
+
+fn sockaddr_in(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// Submit one operation and wait for its result.
+fn uring_one(ring: &mut io_uring::IoUring, sqe: io_uring::squeue::Entry) -> i32 {
+    // SAFETY: every buffer the entry points to outlives the wait below.
+    unsafe { ring.submission().push(&sqe).expect("queue") };
+    ring.submit_and_wait(1).expect("submit");
+    ring.completion().next().expect("a completion").result()
+}
+
+fn uring_tcp(me: u32) {
+    use io_uring::{opcode, types::Fd};
+    let mut ring = io_uring::IoUring::new(8).expect("io_uring_setup");
+    // SAFETY: plain socket(2) calls.
+    let (l, c) = unsafe {
+        (
+            libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+            libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0),
+        )
+    };
+    let any = sockaddr_in(0);
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let addr = (&any as *const libc::sockaddr_in).cast::<libc::sockaddr>();
+    let mut ring_bind = uring_one(&mut ring, opcode::Bind::new(Fd(l), addr, len).build());
+    let bind_by_ring = ring_bind != -libc::EINVAL;
+    if !bind_by_ring {
+        // SAFETY: a valid sockaddr_in of `len` bytes.
+        ring_bind = unsafe { libc::bind(l, addr, len) };
+    }
+    let mut ring_listen = uring_one(&mut ring, opcode::Listen::new(Fd(l), 16).build());
+    if !bind_by_ring {
+        // SAFETY: listen on our socket.
+        ring_listen = unsafe { libc::listen(l, 16) };
+    }
+    let mut bound = sockaddr_in(0);
+    let mut blen = len;
+    // SAFETY: getsockname into a sockaddr_in-sized buffer.
+    unsafe { libc::getsockname(l, (&mut bound as *mut libc::sockaddr_in).cast(), &mut blen) };
+    let port = u16::from_be(bound.sin_port);
+    let to = sockaddr_in(port);
+    // accept first (it waits in the ring), then connect; both complete
+    let accept = opcode::Accept::new(Fd(l), std::ptr::null_mut(), std::ptr::null_mut())
+        .build()
+        .user_data(1);
+    let connect = opcode::Connect::new(Fd(c), (&to as *const libc::sockaddr_in).cast(), len)
+        .build()
+        .user_data(2);
+    // SAFETY: `to` outlives the wait below.
+    unsafe {
+        ring.submission().push(&accept).expect("queue");
+        ring.submission().push(&connect).expect("queue");
+    }
+    let mut results = [0i32; 3];
+    let mut done = 0;
+    while done < 2 {
+        ring.submit_and_wait(1).expect("submit");
+        for cqe in ring.completion() {
+            results[cqe.user_data() as usize] = cqe.result();
+            done += 1;
+        }
+    }
+    let mut local = sockaddr_in(0);
+    let mut llen = len;
+    // SAFETY: getsockname into a sockaddr_in-sized buffer.
+    unsafe { libc::getsockname(c, (&mut local as *mut libc::sockaddr_in).cast(), &mut llen) };
+    say(&format!(
+        r#"{{"pid":{me},"port":{port},"client_port":{},"accept":{},"connect":{},"bind":{ring_bind},"listen":{ring_listen},"bind_by_ring":{bind_by_ring}}}"#,
+        u16::from_be(local.sin_port),
+        results[1],
+        results[2]
+    ));
 }
