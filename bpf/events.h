@@ -49,6 +49,7 @@ enum event_flags {
 	FLAG_EXE_MEMFD = 1 << 5,   /* a memfd: the program never had a path (fileless) */
 	FLAG_EXE_DELETED = 1 << 6, /* no link left to the file when it was executed */
 	FLAG_IO_URING = 1 << 7,    /* socket records: the operation went through io_uring */
+	FLAG_EXE_UPPER = 1 << 8,   /* the file is on an overlayfs upper layer (written in a container) */
 };
 
 #define TTY_CAP 16 /* bytes of a terminal's name kept ("pts/3", "tty1") */

@@ -364,11 +364,16 @@ int enter_exit_group_fe(void *ctx)
 
 #define TMPFS_MAGIC_VALUE 0x01021994
 #define HUGETLBFS_MAGIC_VALUE 0x958458f6
+#define OVERLAYFS_SUPER_MAGIC_VALUE 0x794c7630
 
 /*
  * What the executed file is: a memfd (memfd_create names its file "memfd:<name>" on the
  * kernel's internal tmpfs or hugetlbfs mount: it never had a path), or a file whose last link
- * is gone (deleted after it was opened or started).
+ * is gone (deleted after it was opened or started); and whether it is on an overlayfs upper
+ * layer: overlayfs's inode (struct ovl_inode, in the overlay module, whose types the probes
+ * do not compile against) embeds the VFS inode and keeps the upper dentry right after it, set
+ * when the file exists in the upper layer (created or copied up there, as a file written
+ * inside a running container is).
  */
 static __always_inline __u32 exe_flags(struct file *file, struct dentry *dentry)
 {
@@ -380,9 +385,17 @@ static __always_inline __u32 exe_flags(struct file *file, struct dentry *dentry)
 	if ((magic == TMPFS_MAGIC_VALUE || magic == HUGETLBFS_MAGIC_VALUE) && name[0] == 'm' &&
 	    name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' && name[5] == ':')
 		return FLAG_EXE_MEMFD;
+	__u32 flags = 0;
+	if (magic == OVERLAYFS_SUPER_MAGIC_VALUE) {
+		struct dentry *upper = 0;
+		bpf_probe_read_kernel(&upper, sizeof(upper),
+				      (void *)inode + bpf_core_type_size(struct inode));
+		if (upper)
+			flags |= FLAG_EXE_UPPER;
+	}
 	if (BPF_CORE_READ(inode, i_nlink) == 0)
-		return FLAG_EXE_DELETED;
-	return 0;
+		flags |= FLAG_EXE_DELETED;
+	return flags;
 }
 
 /*

@@ -94,6 +94,7 @@ fn process_row(ctx: &mut ProcessContext, ev: Event) -> ProcessRow {
             parent_args: parent.args.clone(),
             exe_memfd: h.flags & Flags::FLAG_EXE_MEMFD.0 != 0,
             exe_deleted: h.flags & Flags::FLAG_EXE_DELETED.0 != 0,
+            exe_upper_layer: h.flags & Flags::FLAG_EXE_UPPER.0 != 0,
         }
     };
     match ev {

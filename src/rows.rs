@@ -60,6 +60,8 @@ pub struct ProcessRow {
     /// Exec rows: the executed file was a memfd / had no link left.
     pub exe_memfd: bool,
     pub exe_deleted: bool,
+    /// Exec rows: the file is on an overlayfs upper layer.
+    pub exe_upper_layer: bool,
 }
 
 /// One `bpf_socket_events_v2` row.

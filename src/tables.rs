@@ -247,7 +247,7 @@ fn event_columns<R: EventRow>(
     c
 }
 
-/// `bpf_process_events` of osquery 5.23: 17 columns, in this order; then 10 hidden ones.
+/// `bpf_process_events` of osquery 5.23: 17 columns, in this order; then 11 hidden ones.
 pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock::new(|| {
     use ColumnType::{Integer, Text};
     event_columns(
@@ -272,6 +272,9 @@ pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock:
             }),
             column("exe_deleted", Integer, |e, o| {
                 int(o, u8::from(e.row.exe_deleted))
+            }),
+            column("exe_upper_layer", Integer, |e, o| {
+                int(o, u8::from(e.row.exe_upper_layer))
             }),
         ],
     )
@@ -459,6 +462,7 @@ mod tests {
             parent_args: vec!["init".to_string()].into(),
             exe_memfd: false,
             exe_deleted: false,
+            exe_upper_layer: false,
         }
     }
 
@@ -472,7 +476,7 @@ mod tests {
     #[test]
     fn schema_matches_the_old_tables_and_every_addition_is_hidden() {
         // the old tables' 17 and 22 columns first, then this project's, all hidden
-        assert_eq!(PROCESS_COLUMNS.len(), 17 + 10);
+        assert_eq!(PROCESS_COLUMNS.len(), 17 + 11);
         assert_eq!(SOCKET_COLUMNS.len(), 22 + 8);
         let added = specs(&PROCESS_COLUMNS[17..])
             .into_iter()
@@ -486,7 +490,7 @@ mod tests {
         let stmt = create_statement("bpf_process_events", &specs(&PROCESS_COLUMNS));
         assert!(stmt.starts_with("CREATE TABLE bpf_process_events(`tid` BIGINT, `pid` BIGINT"));
         assert!(stmt.contains("`path` TEXT, `cwd` TEXT, `cmdline` TEXT, `duration` INTEGER, `json_cmdline` TEXT HIDDEN, `ntime` TEXT, `time` BIGINT HIDDEN, `eid` INTEGER HIDDEN, `euid` BIGINT HIDDEN, "));
-        assert!(stmt.ends_with("`start_time` BIGINT HIDDEN, `parent_path` TEXT HIDDEN, `parent_cmdline` TEXT HIDDEN, `exe_memfd` INTEGER HIDDEN, `exe_deleted` INTEGER HIDDEN);"));
+        assert!(stmt.ends_with("`start_time` BIGINT HIDDEN, `parent_path` TEXT HIDDEN, `parent_cmdline` TEXT HIDDEN, `exe_memfd` INTEGER HIDDEN, `exe_deleted` INTEGER HIDDEN, `exe_upper_layer` INTEGER HIDDEN);"));
         // time is HIDDEN | ADDITIONAL (20), eid HIDDEN (16), as osquery 5.23 declares them
         let r = routes(&specs(&PROCESS_COLUMNS));
         let op = |n: &str| r.iter().find(|c| c["name"] == n).map(|c| c["op"].clone());
@@ -519,7 +523,7 @@ mod tests {
         assert_eq!(rows[0]["json_cmdline"], r#"["x","a b"]"#);
         assert_eq!(rows[0]["exit_code"], "-2");
         assert_eq!(rows[0]["eid"], "2");
-        assert_eq!(rows[0].len(), 17 + 10);
+        assert_eq!(rows[0].len(), 17 + 11);
         assert_eq!(rows[0]["parent_cmdline"], "init");
         let rows = generate(
             &t,

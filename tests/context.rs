@@ -10,7 +10,13 @@ use std::process::Command;
 use common::*;
 
 const CONTEXT: &[&str] = &["euid", "egid", "auid", "sid", "tty", "start_time"];
-const PROCESS_EXTRA: &[&str] = &["parent_path", "parent_cmdline", "exe_memfd", "exe_deleted"];
+const PROCESS_EXTRA: &[&str] = &[
+    "parent_path",
+    "parent_cmdline",
+    "exe_memfd",
+    "exe_deleted",
+    "exe_upper_layer",
+];
 
 fn process_columns() -> Vec<&'static str> {
     [PROCESS_COLUMNS, CONTEXT, PROCESS_EXTRA].concat()

@@ -49,6 +49,7 @@ fn registers_the_table_with_the_old_schema() {
         ("parent_cmdline", "TEXT", "16"),
         ("exe_memfd", "INTEGER", "16"),
         ("exe_deleted", "INTEGER", "16"),
+        ("exe_upper_layer", "INTEGER", "16"),
     ];
     let got: Vec<(String, String, String)> = routes
         .iter()
@@ -63,7 +64,7 @@ fn registers_the_table_with_the_old_schema() {
 
     // columns over the extension socket, as SQLite asks when it creates the table
     let cols = h.client.columns(PROCESS_TABLE);
-    assert_eq!(cols.len(), 27);
+    assert_eq!(cols.len(), PROCESS_COLUMN_COUNT);
     assert_eq!(cols[15]["name"], "time");
     assert_eq!(h.client.ping().expect("ping").code, Some(0));
 }
@@ -184,7 +185,7 @@ fn survives_a_stale_socket_from_a_killed_run() {
     assert_eq!(uuid, 4242);
     let mut c = ExtClient::connect(&stale, Duration::from_secs(10));
     assert_eq!(c.ping().expect("ping").code, Some(0));
-    assert_eq!(c.columns(PROCESS_TABLE).len(), 27);
+    assert_eq!(c.columns(PROCESS_TABLE).len(), PROCESS_COLUMN_COUNT);
 }
 
 #[test]
@@ -228,7 +229,10 @@ fn alternative_table_names_are_served() {
     let mut h = Harness::start(&[("OSQUERY_EBPF_PROCESS_TABLE", "bpf_process_events")]);
     let registry = h.manager.registry(h.uuid).expect("registry");
     assert!(registry["table"].contains_key("bpf_process_events"));
-    assert_eq!(h.client.columns("bpf_process_events").len(), 27);
+    assert_eq!(
+        h.client.columns("bpf_process_events").len(),
+        PROCESS_COLUMN_COUNT
+    );
 }
 
 #[test]

@@ -156,7 +156,7 @@ fn restarts_cleanly_after_kill_9() {
     assert_eq!(uuid, h.uuid);
     let mut c = ExtClient::connect(&stale, Duration::from_secs(10));
     assert_eq!(c.ping().expect("ping").code, Some(0));
-    assert_eq!(c.columns(PROCESS_TABLE).len(), 27);
+    assert_eq!(c.columns(PROCESS_TABLE).len(), PROCESS_COLUMN_COUNT);
 }
 
 #[test]

@@ -56,7 +56,7 @@ fn registers_again_when_osquery_forgets_it_and_serves_the_same_rows() {
         row["eid"]
     );
     let registry = h.manager.registry(new).expect("registry");
-    assert_eq!(registry["table"][PROCESS_TABLE].len(), 27);
+    assert_eq!(registry["table"][PROCESS_TABLE].len(), PROCESS_COLUMN_COUNT);
     assert!(!h.manager.ext_socket(h.uuid).exists(), "old socket removed");
     assert_eq!(stats(&mut h)["osquery_registrations"], 2);
     let log = h.ext.log_text();
@@ -124,7 +124,7 @@ fn pings_are_answered_while_a_full_store_generate_is_written() {
     let got = resp.response.unwrap_or_default();
     assert!(got.len() >= rows, "{} rows of {rows}", got.len());
     assert!(
-        got.iter().all(|r| r.len() == 27),
+        got.iter().all(|r| r.len() == PROCESS_COLUMN_COUNT),
         "every column, the hidden ones too"
     );
 }

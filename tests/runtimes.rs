@@ -393,7 +393,8 @@ fn known_answers(kind: Kind) -> Runtime {
     assert_eq!(map["container_runtime"], runtime, "{map:?}");
     let cid = map["cid"].clone();
     let cmdline = format!("/bin/sh -c '{SCRIPT}'");
-    let rows = rows_of(&mut h, PROCESS_TABLE, PROCESS_COLUMNS, &cid, |r| {
+    let columns = [PROCESS_COLUMNS, &["exe_upper_layer"]].concat();
+    let rows = rows_of(&mut h, PROCESS_TABLE, &columns, &cid, |r| {
         r.iter()
             .any(|r| r["cmdline"] == "nc 127.0.0.1 5555" && r["syscall"] == "exit_group")
     });
@@ -424,6 +425,10 @@ fn known_answers(kind: Kind) -> Runtime {
     });
     assert_eq!(marked["parent"], init["pid"]);
     assert_eq!(marked["path"], "/bin/busybox");
+    assert_eq!(
+        marked["exe_upper_layer"], "0",
+        "the image's file: {marked:?}"
+    );
     // the subshell: a fork by the init and the child's exit with status 3
     let exit = one(&rows, "subshell exit", |r| {
         r["syscall"] == "exit_group" && r["exit_code"] == "3"
@@ -455,6 +460,25 @@ fn known_answers(kind: Kind) -> Runtime {
         accept["remote_address"].ends_with("127.0.0.1"),
         "{accept:?}"
     );
+
+    // 1b. a file written inside the container, then run: on the overlay's upper layer (the
+    // containerd test runs on a plain directory, not an overlay)
+    if kind != Kind::Containerd {
+        let id = rt.run(
+            5,
+            "cp /bin/busybox /tmp/true && exec /tmp/true upper-mark",
+            false,
+        );
+        let cid = mapping(&mut h, &id)["cid"].clone();
+        let rows = rows_of(&mut h, PROCESS_TABLE, &columns, &cid, |r| {
+            r.iter().any(|r| r["cmdline"] == "/tmp/true upper-mark")
+        });
+        let drift = one(&rows, "exec of the written file", |r| {
+            r["syscall"] == "execve" && r["cmdline"] == "/tmp/true upper-mark"
+        });
+        assert_eq!(drift["exe_upper_layer"], "1", "{drift:?}");
+        assert_eq!(drift["path"], "/tmp/true");
+    }
 
     // 2. exec into a running container
     let running = rt.run(2, "exec sleep 60", true);

@@ -548,6 +548,7 @@ mod tests {
                 parent_args: vec!["bash".to_string(), "-l".to_string()].into(),
                 exe_memfd: pid == 20,
                 exe_deleted: pid == 10,
+                exe_upper_layer: pid == 10,
             };
             process.push(time - u64::from(pid), row, time);
         }
@@ -650,6 +651,7 @@ mod tests {
                 ("parent_cmdline", s("bash -l")),
                 ("exe_memfd", u8::from(pid == 20).to_string()),
                 ("exe_deleted", u8::from(pid == 10).to_string()),
+                ("exe_upper_layer", u8::from(pid == 10).to_string()),
                 ("time", (f.time - u64::from(pid)).to_string()),
                 ("eid", eid.to_string()),
             ]);

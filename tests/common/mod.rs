@@ -403,6 +403,8 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
 }
 
 pub const PROCESS_TABLE: &str = "bpf_process_events_v2";
+/// The process table's columns with the hidden ones this project adds (the old 17 + 11).
+pub const PROCESS_COLUMN_COUNT: usize = 28;
 pub const PROCESS_COLUMNS: &[&str] = &[
     "tid",
     "pid",
