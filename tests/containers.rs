@@ -10,17 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const CONTAINERS_TABLE: &str = "bpf_process_containers_v2";
-const CONTAINERS_COLUMNS: &[&str] = &[
-    "cid",
-    "cgroup_path",
-    "container_id",
-    "container_runtime",
-    "pod_uid",
-    "first_seen",
-    "last_seen",
-];
-
 /// A made-up container id: 64 hex digits.
 fn container_id(salt: u64) -> String {
     let seed = (u64::from(std::process::id()) + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -132,18 +121,12 @@ fn watch_names_the_container() {
     let Some(cg) = TestCgroup::create(&format!("libpod-{id}.scope")) else {
         return;
     };
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"));
-    cmd.env("OSQUERY_EBPF_CONFIG", "/dev/null");
-    let (mut w, ready) = WatchStream::start(cmd, "watch-ready");
-    assert!(ready.is_some(), "watch never showed a row");
-    run_contained(&cg.inner, "watch-container-marker");
-    let row = w
-        .wait_row(Duration::from_secs(15), |v| {
-            v["cmdline"] == "/bin/true watch-container-marker" && v["syscall"] == "execve"
-        })
-        .expect("the marker row");
-    let (status, stderr) = w.stop();
-    assert!(status.success(), "{stderr}");
+    let row = watch_exec_row(
+        || {
+            run_contained(&cg.inner, "watch-container-marker");
+        },
+        "/bin/true watch-container-marker",
+    );
     assert_eq!(row["container_runtime"], "podman", "{row}");
     assert_eq!(row["container_id"], id.as_str(), "{row}");
     assert!(

@@ -402,6 +402,17 @@ pub fn status_kib(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+pub const CONTAINERS_TABLE: &str = "bpf_process_containers_v2";
+pub const CONTAINERS_COLUMNS: &[&str] = &[
+    "cid",
+    "cgroup_path",
+    "container_id",
+    "container_runtime",
+    "pod_uid",
+    "first_seen",
+    "last_seen",
+];
+
 pub const PROCESS_TABLE: &str = "bpf_process_events_v2";
 /// The process table's columns with the hidden ones this project adds (the old 17 + 11).
 pub const PROCESS_COLUMN_COUNT: usize = 28;
@@ -729,6 +740,24 @@ impl Drop for TestCgroup {
         let _ = std::fs::remove_dir(&self.inner);
         let _ = std::fs::remove_dir(&self.outer);
     }
+}
+
+/// Start `osquery-ebpf watch --json`, run `act` once it shows rows, and return the execve row
+/// whose command line is `cmdline` (watch stopped, its exit checked).
+pub fn watch_exec_row(act: impl FnOnce(), cmdline: &str) -> serde_json::Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_osquery-ebpf"));
+    cmd.env("OSQUERY_EBPF_CONFIG", "/dev/null");
+    let (mut w, ready) = WatchStream::start(cmd, "watch-ready");
+    assert!(ready.is_some(), "watch never showed a row");
+    act();
+    let row = w
+        .wait_row(Duration::from_secs(15), |v| {
+            v["cmdline"] == cmdline && v["syscall"] == "execve"
+        })
+        .unwrap_or_else(|| panic!("no row of {cmdline} in watch"));
+    let (status, stderr) = w.stop();
+    assert!(status.success(), "{stderr}");
+    row
 }
 
 /// A running `osquery-ebpf watch --json`, its rows read as they come.
