@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing osquery-ebpf needs on Debian/Ubuntu, when it is missing:
 # clang (compiles the BPF probes), libelf-dev and zlib1g-dev (static archives for libbpf),
-# pkg-config, make, iproute2 (network-namespace tests), python3 with pip (osquery's Python
-# client for the tests), and any packages named as arguments.
+# pkg-config, make, iproute2 (network-namespace tests), with WITH_TEST_TOOLS=1 osquery's Python
+# client for the tests (PyPI), and any packages named as arguments.
 # Needs root for apt-get.
 set -euo pipefail
 
@@ -22,7 +22,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 # osquery's own Python client (PyPI package osquery, with thrift), a second client in the tests
-if ! python3 -c "import osquery.extensions" >/dev/null 2>&1; then
+# (WITH_TEST_TOOLS=1, as packaging/test.sh sets it)
+if [ "${WITH_TEST_TOOLS:-0}" = 1 ] && ! python3 -c "import osquery.extensions" >/dev/null 2>&1; then
   echo "installing: the osquery Python package (PyPI)"
   if ! python3 -m pip --version >/dev/null 2>&1; then
     $SUDO apt-get install -y -qq --no-install-recommends python3 python3-pip >/dev/null

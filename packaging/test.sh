@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # the build's packages, and for tests/runtimes.rs real container runtimes (they start their
 # own daemons in private directories) and the static busybox their image is made of
-bash packaging/install-build-deps.sh docker.io podman runc containerd busybox-static
+WITH_TEST_TOOLS=1 bash packaging/install-build-deps.sh docker.io podman runc containerd busybox-static
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
