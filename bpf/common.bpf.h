@@ -263,14 +263,16 @@ static __always_inline void fill_header(struct event_header *h, __u32 kind, __u3
 	h->uid = (__u32)uid_gid;
 	h->gid = uid_gid >> 32;
 	h->cgroup_id = bpf_get_current_cgroup_id();
-	h->euid = BPF_CORE_READ(task, cred, euid.val);
-	h->egid = BPF_CORE_READ(task, cred, egid.val);
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	h->euid = BPF_CORE_READ(cred, euid.val);
+	h->egid = BPF_CORE_READ(cred, egid.val);
 	h->auid = (__u32)-1;
 	if (bpf_core_field_exists(task->loginuid)) /* CONFIG_AUDIT */
 		h->auid = BPF_CORE_READ(task, loginuid.val);
-	h->sid = BPF_CORE_READ(task, signal, pids[PIDTYPE_SID], numbers[0].nr);
+	struct signal_struct *signal = BPF_CORE_READ(task, signal);
+	h->sid = BPF_CORE_READ(signal, pids[PIDTYPE_SID], numbers[0].nr);
 	h->start_time = BPF_CORE_READ(task, group_leader, start_boottime);
-	struct tty_struct *tty = BPF_CORE_READ(task, signal, tty);
+	struct tty_struct *tty = BPF_CORE_READ(signal, tty);
 	h->tty[0] = 0;
 	if (tty)
 		bpf_probe_read_kernel_str(h->tty, sizeof(h->tty), &tty->name);

@@ -83,15 +83,19 @@ fn process_row(ctx: &mut ProcessContext, ev: Event) -> ProcessRow {
     let h = ev.header().clone();
     let h = &h;
     // the parent as the context knows it at this event (before this event changes it)
-    let parent = ctx.get(h.ppid).cloned().unwrap_or_default();
-    let base = |info: Option<&ProcInfo>| {
+    let (parent_path, parent_args) = ctx
+        .get(h.ppid)
+        .map(|p| (p.path.clone(), p.args.clone()))
+        .unwrap_or_default();
+    // called once, in whichever arm the event takes
+    let base = move |info: Option<&ProcInfo>| {
         let info = info.cloned().unwrap_or_default();
         ProcessRow {
             base: RowBase::new(h, info.path),
             cwd: info.cwd,
             args: info.args,
-            parent_path: parent.path.clone(),
-            parent_args: parent.args.clone(),
+            parent_path,
+            parent_args,
             exe_memfd: h.flags & Flags::FLAG_EXE_MEMFD.0 != 0,
             exe_deleted: h.flags & Flags::FLAG_EXE_DELETED.0 != 0,
             exe_upper_layer: h.flags & Flags::FLAG_EXE_UPPER.0 != 0,
