@@ -216,7 +216,6 @@ pub fn serve(
     counters: Arc<ServeCounters>,
 ) -> Result<(), ExitError> {
     wait_for_socket(socket, timeout)?;
-    remove_stale_sockets(socket);
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;

@@ -44,6 +44,10 @@ fn int(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+fn text(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+}
+
 /// A column as osquery's registry and `columns` see it.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -207,12 +211,8 @@ fn event_columns<R: EventRow>(
         column("probe_error", Integer, |e, o| {
             int(o, u8::from(e.row.base().probe_error))
         }),
-        column("syscall", Text, |e, o| {
-            o.extend_from_slice(e.row.base().syscall.name().as_bytes())
-        }),
-        column("path", Text, |e, o| {
-            o.extend_from_slice(e.row.base().path.as_bytes())
-        }),
+        column("syscall", Text, |e, o| text(o, e.row.base().syscall.name())),
+        column("path", Text, |e, o| text(o, &e.row.base().path)),
     ];
     c.extend(own);
     c.push(column("duration", Integer, |e, o| {
@@ -234,9 +234,7 @@ fn event_columns<R: EventRow>(
             column("egid", BigInt, |e, o| int(o, e.row.base().task.egid)),
             column("auid", BigInt, |e, o| int(o, e.row.base().task.auid)),
             column("sid", BigInt, |e, o| int(o, e.row.base().task.sid)),
-            column("tty", Text, |e, o| {
-                o.extend_from_slice(e.row.base().task.tty.as_bytes())
-            }),
+            column("tty", Text, |e, o| text(o, &e.row.base().task.tty)),
             column("start_time", BigInt, |e, o| {
                 int(o, e.row.base().task.start_time)
             }),
@@ -252,18 +250,14 @@ pub static PROCESS_COLUMNS: LazyLock<Vec<Column<Entry<ProcessRow>>>> = LazyLock:
     use ColumnType::{Integer, Text};
     event_columns(
         vec![
-            column("cwd", Text, |e, o| {
-                o.extend_from_slice(e.row.cwd.as_bytes())
-            }),
+            column("cwd", Text, |e, o| text(o, &e.row.cwd)),
             column("cmdline", Text, |e, o| write_cmdline(o, &e.row.args)),
         ],
         vec![hidden(column("json_cmdline", Text, |e, o| {
             write_json_cmdline(o, &e.row.args)
         }))],
         vec![
-            column("parent_path", Text, |e, o| {
-                o.extend_from_slice(e.row.parent_path.as_bytes())
-            }),
+            column("parent_path", Text, |e, o| text(o, &e.row.parent_path)),
             column("parent_cmdline", Text, |e, o| {
                 write_cmdline(o, &e.row.parent_args)
             }),
@@ -356,13 +350,9 @@ pub const STATS_TABLE: &str = "osquery_ebpf_stats";
 pub static STATS_COLUMNS: LazyLock<Vec<Column<Stat>>> = LazyLock::new(|| {
     use ColumnType::{BigInt, Text};
     vec![
-        column("name", Text, |s: &Stat, o| {
-            o.extend_from_slice(s.name.as_bytes())
-        }),
+        column("name", Text, |s: &Stat, o| text(o, &s.name)),
         column("value", BigInt, |s, o| int(o, s.value)),
-        column("description", Text, |s, o| {
-            o.extend_from_slice(s.description.as_bytes())
-        }),
+        column("description", Text, |s, o| text(o, &s.description)),
     ]
 });
 
@@ -390,10 +380,6 @@ impl Table for StatsTable {
 /// `bpf_process_containers_v2`: the cgroups behind the events' `cid`, and the containers they
 /// name.
 pub const CONTAINERS_TABLE: &str = "bpf_process_containers_v2";
-
-fn text(o: &mut Vec<u8>, s: &str) {
-    o.extend_from_slice(s.as_bytes());
-}
 
 pub static CONTAINERS_COLUMNS: LazyLock<Vec<Column<CgroupInfo>>> = LazyLock::new(|| {
     use ColumnType::{BigInt, Text};

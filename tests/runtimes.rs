@@ -115,29 +115,21 @@ impl Runtime {
         let d = rt.dir.path().to_path_buf();
         match kind {
             Kind::Docker => {
-                let log = std::fs::File::create(d.join("dockerd.log")).expect("log");
                 // no bridge and no iptables rules: the containers use --network none
-                let child = Command::new("/usr/sbin/dockerd")
-                    .arg("--data-root")
-                    .arg(d.join("data"))
-                    .arg("--exec-root")
-                    .arg(d.join("exec"))
-                    .arg("--pidfile")
-                    .arg(d.join("docker.pid"))
-                    .arg("-H")
-                    .arg(format!("unix://{}", d.join("docker.sock").display()))
-                    .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("dockerd");
-                rt.daemon = Some(child);
-                rt.wait_ready(|rt| {
-                    rt.cli()
-                        .arg("info")
-                        .output()
-                        .is_ok_and(|o| o.status.success())
-                });
+                rt.start_daemon(
+                    Command::new("/usr/sbin/dockerd")
+                        .arg("--data-root")
+                        .arg(d.join("data"))
+                        .arg("--exec-root")
+                        .arg(d.join("exec"))
+                        .arg("--pidfile")
+                        .arg(d.join("docker.pid"))
+                        .arg("-H")
+                        .arg(format!("unix://{}", d.join("docker.sock").display()))
+                        .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"]),
+                    "dockerd.log",
+                    "info",
+                );
             }
             Kind::Podman => {
                 std::fs::write(
@@ -168,21 +160,13 @@ impl Runtime {
                     ),
                 )
                 .expect("config.toml");
-                let log = std::fs::File::create(d.join("containerd.log")).expect("log");
-                let child = Command::new("/usr/bin/containerd")
-                    .arg("--config")
-                    .arg(d.join("config.toml"))
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .expect("containerd");
-                rt.daemon = Some(child);
-                rt.wait_ready(|rt| {
-                    rt.cli()
-                        .arg("version")
-                        .output()
-                        .is_ok_and(|o| o.status.success())
-                });
+                rt.start_daemon(
+                    Command::new("/usr/bin/containerd")
+                        .arg("--config")
+                        .arg(d.join("config.toml")),
+                    "containerd.log",
+                    "version",
+                );
             }
         }
         if kind != Kind::Containerd {
@@ -191,9 +175,22 @@ impl Runtime {
         rt
     }
 
-    fn wait_ready(&self, ready: impl Fn(&Runtime) -> bool) {
+    /// Start the runtime's daemon, its stderr in `log`, and wait until `cli() probe` succeeds.
+    fn start_daemon(&mut self, cmd: &mut Command, log: &str, probe: &str) {
+        let log = std::fs::File::create(self.dir.path().join(log)).expect("log");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        self.daemon = Some(child);
         let start = Instant::now();
-        while !ready(self) {
+        while !self
+            .cli()
+            .arg(probe)
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "{:?} did not start: {}",

@@ -210,15 +210,15 @@ pub fn serve_connection(ext: &Extension, stream: UnixStream) {
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut input = BoundedInput::new(BufReader::new(read_half), MAX_REQUEST);
     let mut output = TBinaryOutputProtocol::new(BufWriter::with_capacity(OUT_BUFFER, stream), true);
+    let refused = |e: &thrift::Error| {
+        // a transport error is the caller going away; anything else is its request
+        if !matches!(e, thrift::Error::Transport(_)) {
+            ext.counters
+                .requests_refused
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    };
     loop {
-        let refused = |e: &thrift::Error| {
-            // a transport error is the caller going away; anything else is its request
-            if !matches!(e, thrift::Error::Transport(_)) {
-                ext.counters
-                    .requests_refused
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        };
         let msg = match input.read_message_begin() {
             Ok(m) => m,
             Err(e) => {
