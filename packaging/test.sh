@@ -11,11 +11,11 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 
 # Plain `cargo test` (not --all-targets) also builds the workload helper, an example target
-# the kernel tests run, as a binary.
+# the kernel tests run, as a binary. --no-fail-fast: every failing test binary is reported.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test -- --test-threads "${TEST_THREADS:-4}" 2>&1 | tee "$log"
+cargo test --no-fail-fast -- --test-threads "${TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -90,11 +90,10 @@ fn excluded_events_are_left_out_in_the_kernel_and_counted() {
         find(&rows, "exit_group").is_some(),
         "control rows: {rows:?}"
     );
-    let client_rows = h.poll_rows(SOCKET_TABLE, SOCKET_COLUMNS, client, |r| {
-        r.iter().any(|r| r["syscall"] == "connect")
-    });
+    let tcp = |r: &Row| r["syscall"] == "connect" && r["remote_port"] == port.to_string();
+    let client_rows = h.poll_rows(SOCKET_TABLE, SOCKET_COLUMNS, client, |r| r.iter().any(tcp));
     assert!(
-        client_rows.iter().any(|r| r["syscall"] == "connect"),
+        client_rows.iter().any(tcp),
         "the client (not excluded) has its connect row: {client_rows:?}"
     );
 

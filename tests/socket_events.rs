@@ -450,7 +450,7 @@ fn a_connection_between_two_network_namespaces() {
     );
 
     let r = wait_row(&mut h, cpid, "netns connect", |r| {
-        r["syscall"] == "connect" && r["exit_code"] == "0"
+        r["syscall"] == "connect" && r["exit_code"] == "0" && r["remote_address"] == "10.231.0.1"
     });
     assert_eq!(
         (r["local_address"].as_str(), r["local_port"].as_str()),
