@@ -110,7 +110,9 @@ fn pings_are_answered_while_a_full_store_generate_is_written() {
         assert_eq!(c.ping().expect("ping").code, Some(0));
         worst = worst.max(t.elapsed());
     }
-    assert!(worst < Duration::from_millis(100), "slowest ping {worst:?}");
+    // (a ping takes well under a millisecond; the bound leaves room for a loaded machine and
+    // still fails if pings waited for the blocked reply, which waits up to 30 s)
+    assert!(worst < Duration::from_secs(1), "slowest ping {worst:?}");
     // the slow caller gets the whole reply, which the generated types decode
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
