@@ -379,12 +379,15 @@ static __always_inline __u32 exe_flags(struct file *file, struct dentry *dentry)
 {
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	unsigned long magic = BPF_CORE_READ(inode, i_sb, s_magic);
-	char name[6] = {};
 
-	bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
-	if ((magic == TMPFS_MAGIC_VALUE || magic == HUGETLBFS_MAGIC_VALUE) && name[0] == 'm' &&
-	    name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' && name[5] == ':')
-		return FLAG_EXE_MEMFD;
+	/* the name is read only on the two file systems a memfd can live on */
+	if (magic == TMPFS_MAGIC_VALUE || magic == HUGETLBFS_MAGIC_VALUE) {
+		char name[6] = {};
+		bpf_probe_read_kernel(name, sizeof(name), BPF_CORE_READ(dentry, d_name.name));
+		if (name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 'f' &&
+		    name[4] == 'd' && name[5] == ':')
+			return FLAG_EXE_MEMFD;
+	}
 	__u32 flags = 0;
 	if (magic == OVERLAYFS_SUPER_MAGIC_VALUE) {
 		struct dentry *upper = 0;
