@@ -235,32 +235,103 @@ SOCKET_SYSCALL(accept4, SC_ACCEPT4, 0)
  * on 6.0 and later (5.x passed the ring, user data and result only: there this program returns
  * at once). The request carries the opcode, the socket's file and the result; the record is
  * the same as the system call's (the process that submitted it, or its io-wq worker thread;
- * the endpoints from the kernel socket; `exit_code` the result), dated at the completion, with
- * FLAG_IO_URING. The fd is -1 except for accept (the new descriptor): the request keeps the
- * file, not the number. Bind and listen exist as io_uring operations since 6.11.
+ * the endpoints from the kernel socket; `exit_code` the result), with FLAG_IO_URING.
+ *
+ * By completion the request no longer has the descriptor it was submitted with (the kernel
+ * reuses that word for the completion's flags), so a program on the submission tracepoint
+ * notes the descriptor and the time of each connect, bind and listen request, and the
+ * completion takes them back: the row has the fd and is dated at the submission, `duration` the time to
+ * the completion. A request on a registered (fixed) file names a slot, not a descriptor: fd
+ * -1. An accept's fd is the new descriptor, as for the system call; it is dated at its
+ * completion (a multishot accept completes many times), duration 0. Bind and listen exist as
+ * io_uring operations since 6.11.
  */
+struct uring_submit {
+	__u64 ts;
+	__s32 fd;
+	__u32 pad;
+};
+
+/* requests in flight, by request address; LRU: a request whose completion is never posted
+ * (IOSQE_CQE_SKIP_SUCCESS) is forgotten when room is needed */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct uring_submit);
+} uring_submits SEC(".maps");
+
+/* The socket call an io_uring opcode stands for; SC_UNKNOWN for the others. */
+static __always_inline __u32 uring_syscall(__u8 op)
+{
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
+		return SC_CONNECT;
+	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_ACCEPT))
+		return SC_ACCEPT;
+	if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_BIND) &&
+	    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND))
+		return SC_BIND;
+	if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_LISTEN) &&
+	    op == bpf_core_enum_value(enum io_uring_op, IORING_OP_LISTEN))
+		return SC_LISTEN;
+	return SC_UNKNOWN;
+}
+
+/* REQ_F_FIXED_FILE: bit 0 of the request's flags, which mirror the SQE's (IOSQE_FIXED_FILE) */
+#define URING_FIXED_FILE 1
+
+/* Note a connect, bind or listen request's descriptor and time as it is submitted. */
+static __always_inline int note_submit(struct io_kiocb *req)
+{
+	__u32 syscall = uring_syscall(BPF_CORE_READ(req, opcode));
+
+	if (syscall == SC_UNKNOWN || syscall == SC_ACCEPT)
+		return 0;
+	/* the flags are 32 bits before 6.10 and 64 after: read what this kernel has */
+	__u64 flags = 0;
+	bpf_core_read(&flags, bpf_core_field_size(req->flags), &req->flags);
+	struct uring_submit s = { .ts = now_boot_ns(), .fd = -1 };
+	if (!(flags & URING_FIXED_FILE))
+		s.fd = BPF_CORE_READ(req, cqe.fd);
+	__u64 key = (__u64)req;
+	bpf_map_update_elem(&uring_submits, &key, &s, BPF_ANY);
+	return 0;
+}
+
+/* The submission tracepoint is passed the request first: io_uring_submit_req since 6.3,
+ * io_uring_submit_sqe(req, force_nonblock) from 5.18 to 6.2. The loader loads each only
+ * where the kernel's prototype says so (src/probes/load.rs). */
+SEC("tp_btf/io_uring_submit_req")
+int on_uring_submit(__u64 *ctx)
+{
+	return note_submit((struct io_kiocb *)ctx[0]);
+}
+
+SEC("tp_btf/io_uring_submit_sqe")
+int on_uring_submit_sqe(__u64 *ctx)
+{
+	return note_submit((struct io_kiocb *)ctx[0]);
+}
+
 SEC("tp_btf/io_uring_complete")
 int on_uring_complete(__u64 *ctx)
 {
 	struct io_kiocb *req = (struct io_kiocb *)ctx[1];
-	__u32 syscall;
 
 	if (!bpf_core_field_exists(req->cqe))
 		return 0;
-	__u8 op = BPF_CORE_READ(req, opcode);
-	if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_CONNECT))
-		syscall = SC_CONNECT;
-	else if (op == bpf_core_enum_value(enum io_uring_op, IORING_OP_ACCEPT))
-		syscall = SC_ACCEPT;
-	else if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_BIND) &&
-		 op == bpf_core_enum_value(enum io_uring_op, IORING_OP_BIND))
-		syscall = SC_BIND;
-	else if (bpf_core_enum_value_exists(enum io_uring_op, IORING_OP_LISTEN) &&
-		 op == bpf_core_enum_value(enum io_uring_op, IORING_OP_LISTEN))
-		syscall = SC_LISTEN;
-	else
+	__u32 syscall = uring_syscall(BPF_CORE_READ(req, opcode));
+	if (syscall == SC_UNKNOWN)
 		return 0;
+	struct uring_submit s = { .fd = -1 };
+	__u64 key = (__u64)req;
+	struct uring_submit *seen = bpf_map_lookup_elem(&uring_submits, &key);
+	if (seen) {
+		s = *seen;
+		bpf_map_delete_elem(&uring_submits, &key);
+	}
 	long res = BPF_CORE_READ(req, cqe.res);
 	struct file *file = BPF_CORE_READ(req, file);
-	return socket_record(ctx, syscall, res, -1, 0, 0, 0, SLOT_TRAMPOLINE, file, FLAG_IO_URING);
+	return socket_record(ctx, syscall, res, s.fd, 0, 0, s.ts, SLOT_TRAMPOLINE, file,
+			     FLAG_IO_URING);
 }

@@ -81,7 +81,7 @@ fn set_name(set: Option<HookSet>) -> &'static str {
     match set {
         Some(HookSet::Trampoline) => "trampoline",
         Some(HookSet::Tracepoint) => "tracepoint",
-        None => "sched tracepoint",
+        None => "tp_btf (both sets)",
     }
 }
 
@@ -155,7 +155,7 @@ fn text(r: &Report) -> String {
         for p in &r.programs {
             let state = p.error.as_deref().unwrap_or("attached");
             out.push_str(&format!(
-                "  {:<22} {:<16} {state}\n",
+                "  {:<22} {:<18} {state}\n",
                 p.name,
                 set_name(p.set)
             ));

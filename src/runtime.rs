@@ -173,7 +173,7 @@ impl Runtime {
             let set = match p.set {
                 Some(HookSet::Trampoline) => "trampoline set",
                 Some(HookSet::Tracepoint) => "tracepoint set",
-                None => "sched tracepoint, both sets",
+                None => "tp_btf tracepoint, both sets",
             };
             let (v, desc) = match &p.error {
                 None => (1, format!("attached ({set})")),

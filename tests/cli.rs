@@ -64,7 +64,7 @@ fn check_reports_this_host_and_every_program() {
         assert!(
             programs
                 .iter()
-                .any(|p| p["name"] == name && p["hooks"] == "sched tracepoint"),
+                .any(|p| p["name"] == name && p["hooks"] == "tp_btf (both sets)"),
             "{name}: {r}"
         );
     }

@@ -513,27 +513,50 @@ fn io_uring_connect_accept_bind_and_listen_are_rows() {
     let accepted = facts["accept"].to_string();
     let cols = [SOCKET_COLUMNS, &["via_io_uring", "netns"]].concat();
     let rows = h.poll_rows(SOCKET_TABLE, &cols, pid, |r| {
-        r.iter().any(|r| r["syscall"] == "connect") && r.iter().any(|r| r["syscall"] == "accept")
+        r.iter().filter(|r| r["syscall"] == "connect").count() == 2
+            && r.iter().any(|r| r["syscall"] == "accept")
     });
-    let one = |syscall: &str| {
+    // the io_uring row of `syscall` on local port `local` ("" for any)
+    let one = |syscall: &str, local: &str| {
         rows.iter()
-            .find(|r| r["syscall"] == syscall && r["via_io_uring"] == "1")
-            .unwrap_or_else(|| panic!("no io_uring {syscall} row: {rows:#?}"))
+            .find(|r| {
+                r["syscall"] == syscall
+                    && r["via_io_uring"] == "1"
+                    && (local.is_empty() || r["local_port"] == local)
+            })
+            .unwrap_or_else(|| panic!("no io_uring {syscall} row on {local:?}: {rows:#?}"))
     };
-    let c = one("connect");
+    let (client_fd, listener_fd) = (
+        facts["client_fd"].to_string(),
+        facts["listener_fd"].to_string(),
+    );
+    // the connect on a descriptor: its fd, noted at submission
+    let c = one("connect", &client_port);
     assert_eq!(
         (
             c["remote_address"].as_str(),
             c["remote_port"].as_str(),
-            c["local_port"].as_str(),
             c["exit_code"].as_str(),
             c["fd"].as_str(),
         ),
-        ("127.0.0.1", port.as_str(), client_port.as_str(), "0", "-1"),
+        ("127.0.0.1", port.as_str(), "0", client_fd.as_str()),
         "{c:?}"
     );
     assert_eq!((c["family"].as_str(), c["protocol"].as_str()), ("2", "6"));
-    let a = one("accept");
+    c["duration"].parse::<u64>().expect("a duration");
+    // the connect on a registered file names a slot, not a descriptor: fd -1
+    assert_eq!(facts["fixed_connect"], 0, "{facts}");
+    let f = one("connect", &facts["fixed_client_port"].to_string());
+    assert_eq!(
+        (
+            f["remote_port"].as_str(),
+            f["exit_code"].as_str(),
+            f["fd"].as_str()
+        ),
+        (port.as_str(), "0", "-1"),
+        "{f:?}"
+    );
+    let a = one("accept", "");
     assert_eq!(
         (
             a["local_port"].as_str(),
@@ -558,16 +581,14 @@ fn io_uring_connect_accept_bind_and_listen_are_rows() {
         "{rows:#?}"
     );
     if facts["bind_by_ring"] == true {
-        let b = one("bind");
-        assert_eq!(
-            (b["local_port"].as_str(), b["exit_code"].as_str()),
-            (port.as_str(), "0")
-        );
-        let l = one("listen");
-        assert_eq!(
-            (l["local_port"].as_str(), l["exit_code"].as_str()),
-            (port.as_str(), "0")
-        );
+        for call in ["bind", "listen"] {
+            let r = one(call, &port);
+            assert_eq!(
+                (r["exit_code"].as_str(), r["fd"].as_str()),
+                ("0", listener_fd.as_str()),
+                "{r:?}"
+            );
+        }
     } else {
         eprintln!("this kernel runs no bind/listen in io_uring (before 6.11): not checked");
     }

@@ -201,6 +201,7 @@ pub fn load_socket(
     if opts.test.fails("socket") {
         anyhow::bail!("the socket probes were disabled by OSQUERY_EBPF_TEST_FAIL_PROBES");
     }
+    let absent = hooks_absent(opts.btf_path.as_deref());
     load_leaving_out("socket", |left_out| {
         let builder = SocketSkelBuilder {
             obj_builder: object_builder(opts.btf_path.as_deref())?,
@@ -240,10 +241,57 @@ pub fn load_socket(
             rodata.use_perf = u32::from(opts.transport == Transport::Perf);
             rodata.nr_cpus = libbpf_rs::num_possible_cpus().unwrap_or(1).max(1) as u32;
         }
-        choose_programs(open.open_object_mut(), set, left_out);
+        let skip: Vec<String> = left_out.iter().chain(&absent).cloned().collect();
+        choose_programs(open.open_object_mut(), set, &skip);
         break_for_test(open.open_object_mut(), &opts.test);
         Ok(open.load())
     })
+}
+
+/// Programs on a tracepoint this kernel does not have, or has with another prototype, which
+/// are left out without a word of failure: the io_uring submission programs need the request
+/// as the tracepoint's first argument, which `io_uring_submit_req` (6.3+) and
+/// `io_uring_submit_sqe` (5.18 to 6.2) pass; before 5.18 no io_uring rows are made (see
+/// on_uring_complete in bpf/socket.bpf.c). Read from the kernel's BTF (or btf_path's), where
+/// each tracepoint's prototype is the type `btf_trace_<name>`; when that cannot be read,
+/// libbpf decides.
+fn hooks_absent(btf_path: Option<&std::path::Path>) -> Vec<String> {
+    const NEEDS_REQUEST_FIRST: &[(&str, &str)] = &[
+        ("on_uring_submit", "io_uring_submit_req"),
+        ("on_uring_submit_sqe", "io_uring_submit_sqe"),
+    ];
+    let btf = match btf_path {
+        Some(path) => libbpf_rs::btf::Btf::from_path(path),
+        None => libbpf_rs::btf::Btf::from_vmlinux(),
+    };
+    let Ok(btf) = btf else {
+        return Vec::new();
+    };
+    NEEDS_REQUEST_FIRST
+        .iter()
+        .filter(|(_, tp)| first_argument(&btf, tp).as_deref() != Some("io_kiocb"))
+        .map(|(prog, tp)| {
+            tracing::debug!("this kernel's {tp} does not pass the request: {prog} is not loaded");
+            prog.to_string()
+        })
+        .collect()
+}
+
+/// The struct that tracepoint `name`'s first argument points to, from its BTF prototype
+/// (`typedef void (*btf_trace_<name>)(void *, struct io_kiocb *req, ...)`); None when the
+/// kernel has no such tracepoint or the argument is not a struct pointer.
+fn first_argument(btf: &libbpf_rs::btf::Btf, name: &str) -> Option<String> {
+    use libbpf_rs::btf::{types::FuncProto, BtfType};
+    let typedef: BtfType = btf.type_by_name(&format!("btf_trace_{name}"))?;
+    let pointer = typedef.skip_mods_and_typedefs();
+    let proto = FuncProto::try_from(pointer.next_type()?.skip_mods_and_typedefs()).ok()?;
+    // parameter 0 is the tracepoint's own `void *`
+    let arg: BtfType = btf.type_by_id(proto.get(1)?.ty)?;
+    let pointee = arg
+        .skip_mods_and_typedefs()
+        .next_type()?
+        .skip_mods_and_typedefs();
+    Some(pointee.name()?.to_string_lossy().into_owned())
 }
 
 /// Attach every loaded program of `obj` on its own: one that fails is logged and reported,
@@ -286,4 +334,25 @@ pub fn attach_each(
         status.push(ProgramStatus { name, set, error });
     }
     (links, status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (needs the kernel's BTF, as the extension itself does)
+    #[test]
+    fn a_tracepoint_prototype_names_its_first_argument() {
+        let btf = libbpf_rs::btf::Btf::from_vmlinux().expect("kernel BTF");
+        // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+        assert_eq!(
+            first_argument(&btf, "sched_process_exec").as_deref(),
+            Some("task_struct")
+        );
+        assert_eq!(first_argument(&btf, "no_such_tracepoint"), None);
+        // exactly one io_uring submission program is kept on a kernel with io_uring rows
+        // (6.3+ this one, 5.18 to 6.2 the other)
+        let absent = hooks_absent(None);
+        assert_eq!(absent.len(), 1, "{absent:?}");
+    }
 }

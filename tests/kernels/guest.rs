@@ -353,19 +353,25 @@ fn main() {
         println!("SKIP io_uring rows: 5.x kernels do not name the request at completion");
     } else {
         let port = facts["port"].to_string();
+        let client_port = facts["client_port"].to_string();
+        let listener_fd = facts["listener_fd"].to_string();
         for call in ["connect", "accept"] {
             let r = rows.wait(&format!("io_uring {call}"), slow, |r| {
                 s(r, "pid") == up.to_string()
                     && s(r, "syscall") == call
                     && s(r, "via_io_uring") == "1"
+                    // (not the second connect, on a registered file)
+                    && (call != "connect" || s(r, "local_port") == client_port)
             });
-            let want_port = if call == "connect" {
-                "remote_port"
+            // connect: its descriptor, noted when it was submitted; accept: the new one
+            let (want_port, want_fd) = if call == "connect" {
+                ("remote_port", facts["client_fd"].to_string())
             } else {
-                "local_port"
+                ("local_port", facts["accept"].to_string())
             };
             check(
-                r.as_ref().is_some_and(|r| s(r, want_port) == port),
+                r.as_ref()
+                    .is_some_and(|r| s(r, want_port) == port && s(r, "fd") == want_fd),
                 format!("io_uring {call} row: {r:?}"),
             );
         }
@@ -376,7 +382,8 @@ fn main() {
                     && s(r, "via_io_uring") == "1"
             });
             check(
-                r.as_ref().is_some_and(|r| s(r, "local_port") == port),
+                r.as_ref()
+                    .is_some_and(|r| s(r, "local_port") == port && s(r, "fd") == listener_fd),
                 format!("io_uring listen row: {r:?}"),
             );
         }

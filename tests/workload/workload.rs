@@ -368,14 +368,33 @@ fn uring_tcp(me: u32) {
             done += 1;
         }
     }
-    let mut local = sockaddr_in(0);
-    let mut llen = len;
-    // SAFETY: getsockname into a sockaddr_in-sized buffer.
-    unsafe { libc::getsockname(c, (&mut local as *mut libc::sockaddr_in).cast(), &mut llen) };
+    // one more connect, on a registered (fixed) file: the request names slot 0, not an fd
+    // SAFETY: a plain socket(2) call.
+    let f = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    ring.submitter()
+        .register_files(&[f])
+        .expect("register files");
+    let fixed = uring_one(
+        &mut ring,
+        opcode::Connect::new(
+            io_uring::types::Fixed(0),
+            (&to as *const libc::sockaddr_in).cast(),
+            len,
+        )
+        .build(),
+    );
+    let port_of = |fd: i32| {
+        let mut local = sockaddr_in(0);
+        let mut llen = len;
+        // SAFETY: getsockname into a sockaddr_in-sized buffer.
+        unsafe { libc::getsockname(fd, (&mut local as *mut libc::sockaddr_in).cast(), &mut llen) };
+        u16::from_be(local.sin_port)
+    };
     say(&format!(
-        r#"{{"pid":{me},"port":{port},"client_port":{},"accept":{},"connect":{},"bind":{ring_bind},"listen":{ring_listen},"bind_by_ring":{bind_by_ring}}}"#,
-        u16::from_be(local.sin_port),
+        r#"{{"pid":{me},"port":{port},"listener_fd":{l},"client_fd":{c},"client_port":{},"accept":{},"connect":{},"fixed_connect":{fixed},"fixed_client_port":{},"bind":{ring_bind},"listen":{ring_listen},"bind_by_ring":{bind_by_ring}}}"#,
+        port_of(c),
         results[1],
-        results[2]
+        results[2],
+        port_of(f)
     ));
 }
