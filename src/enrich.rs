@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::clock::{unix_now, Clock};
 use crate::containers::Cgroups;
-use crate::event::{Endpoint, Event, ExecEvent, Flags, SocketEvent, Syscall, AT_FDCWD};
+use crate::event::{Endpoint, Event, ExecEvent, Flags, Header, SocketEvent, Syscall, AT_FDCWD};
 use crate::format::{args_lossy, text};
 use crate::procctx::{ProcInfo, ProcessContext};
 use crate::rows::{ProcessRow, Row, RowBase, SocketRow};
@@ -40,11 +40,10 @@ fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
             _ => {}
         }
     }
+    let via_io_uring = h.flags & Flags::FLAG_IO_URING.0 != 0;
+    let path = ctx.get(h.pid).map(|p| p.path.clone()).unwrap_or_default();
     SocketRow {
-        base: RowBase::new(
-            &h,
-            ctx.get(h.pid).map(|p| p.path.clone()).unwrap_or_default(),
-        ),
+        base: RowBase::new(h, path),
         fd,
         family: if is_socket { i64::from(family) } else { -1 },
         sock_type,
@@ -52,7 +51,7 @@ fn socket_row(ctx: &ProcessContext, ev: SocketEvent) -> SocketRow {
         local,
         remote,
         netns,
-        via_io_uring: h.flags & Flags::FLAG_IO_URING.0 != 0,
+        via_io_uring,
     }
 }
 
@@ -80,53 +79,62 @@ pub fn enrich(ctx: &mut ProcessContext, ev: Event) -> Row {
 }
 
 fn process_row(ctx: &mut ProcessContext, ev: Event) -> ProcessRow {
-    let h = ev.header().clone();
-    let h = &h;
     // the parent as the context knows it at this event (before this event changes it)
     let (parent_path, parent_args) = ctx
-        .get(h.ppid)
+        .get(ev.header().ppid)
         .map(|p| (p.path.clone(), p.args.clone()))
         .unwrap_or_default();
-    // called once, in whichever arm the event takes
-    let base = move |info: Option<&ProcInfo>| {
+    // called once, in whichever arm the event takes, with the event's header
+    let base = move |h: Header, info: Option<&ProcInfo>| {
         let info = info.cloned().unwrap_or_default();
+        let flag = |f: Flags| h.flags & f.0 != 0;
+        let (exe_memfd, exe_deleted, exe_upper_layer) = (
+            flag(Flags::FLAG_EXE_MEMFD),
+            flag(Flags::FLAG_EXE_DELETED),
+            flag(Flags::FLAG_EXE_UPPER),
+        );
         ProcessRow {
             base: RowBase::new(h, info.path),
             cwd: info.cwd,
             args: info.args,
             parent_path,
             parent_args,
-            exe_memfd: h.flags & Flags::FLAG_EXE_MEMFD.0 != 0,
-            exe_deleted: h.flags & Flags::FLAG_EXE_DELETED.0 != 0,
-            exe_upper_layer: h.flags & Flags::FLAG_EXE_UPPER.0 != 0,
+            exe_memfd,
+            exe_deleted,
+            exe_upper_layer,
         }
     };
     match ev {
         Event::Exec(e) => {
             let cwd = text(&e.cwd);
             let path = exec_path(&e, &cwd);
+            let (pid, ok) = (e.hdr.pid, e.hdr.ret == 0);
             let info = ProcInfo {
-                ppid: h.ppid,
+                ppid: e.hdr.ppid,
                 path: path.into(),
                 cwd: cwd.into(),
                 args: args_lossy(e.argv).into(),
             };
-            let row = base(Some(&info));
-            if h.ret == 0 {
-                ctx.on_exec(h.pid, info);
+            let row = base(e.hdr, Some(&info));
+            if ok {
+                ctx.on_exec(pid, info);
             }
             row
         }
         Event::Fork(f) => {
-            let row = base(ctx.get(h.pid));
-            ctx.on_fork(h.pid, f.child_pid);
+            let (pid, child) = (f.hdr.pid, f.child_pid);
+            let row = base(f.hdr, ctx.get(pid));
+            ctx.on_fork(pid, child);
             row
         }
-        Event::Exit(_) => {
-            let info = ctx.on_exit(h.pid);
-            base(info.as_ref())
+        Event::Exit(x) => {
+            let info = ctx.on_exit(x.hdr.pid);
+            base(x.hdr, info.as_ref())
         }
-        Event::Socket(_) => base(ctx.get(h.pid)),
+        Event::Socket(s) => {
+            let pid = s.hdr.pid;
+            base(s.hdr, ctx.get(pid))
+        }
     }
 }
 

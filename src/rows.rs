@@ -29,7 +29,7 @@ pub struct RowBase {
 }
 
 impl RowBase {
-    pub fn new(h: &Header, path: Arc<str>) -> RowBase {
+    pub fn new(h: Header, path: Arc<str>) -> RowBase {
         RowBase {
             tid: h.tid,
             pid: h.pid,
@@ -43,7 +43,7 @@ impl RowBase {
             path,
             duration: h.duration,
             ntime: h.ts_boot,
-            task: h.task.clone(),
+            task: h.task,
         }
     }
 }
