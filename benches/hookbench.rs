@@ -1,5 +1,7 @@
 //! What each hook set costs the rest of the machine, side by side in one run: a tight loop of
-//! an unrelated system call (getppid), an exec storm and a connect storm, measured with
+//! an unrelated system call (getppid), io_uring requests that are not socket calls (NOPs:
+//! what the io_uring programs cost a program that uses io_uring for its I/O), an exec storm
+//! and a connect storm, measured with
 //! nothing attached, with the extension on each hook set, and (where bpftrace exists) with
 //! count-only bpftrace programs on the tracepoint set's own tracepoints: the floor of any
 //! syscall-tracepoint design. Conditions alternate within each round; figures are medians of
@@ -70,6 +72,24 @@ fn syscall_ns(calls: u64) -> f64 {
         std::hint::black_box(unsafe { libc::getppid() });
     }
     t.elapsed().as_nanos() as f64 / calls as f64
+}
+
+/// Nanoseconds per io_uring request over `requests` NOP requests, submitted and reaped 32 at a
+/// time on this thread (None where io_uring cannot be set up).
+fn uring_nop_ns(requests: u64) -> Option<f64> {
+    let mut ring = io_uring::IoUring::new(64).ok()?;
+    let nop = io_uring::opcode::Nop::new().build();
+    let t = Instant::now();
+    let mut done = 0;
+    while done < requests {
+        for _ in 0..32 {
+            // SAFETY: a NOP points at no buffer.
+            unsafe { ring.submission().push(&nop).ok()? };
+        }
+        ring.submit_and_wait(32).ok()?;
+        done += ring.completion().count() as u64;
+    }
+    Some(t.elapsed().as_nanos() as f64 / done as f64)
 }
 
 /// Count-only programs on the tracepoint set's syscall tracepoints and the sched tracepoints.
@@ -173,6 +193,7 @@ fn median(v: &[f64]) -> f64 {
 #[derive(Default)]
 struct Figures {
     syscall_ns: Vec<f64>,
+    uring_ns: Vec<f64>,
     exec_rate: Vec<f64>,
     connect_rate: Vec<f64>,
     /// The extension's loss counters at its end, summed over rounds.
@@ -241,6 +262,9 @@ fn main() {
             let ns = (0..3)
                 .map(|_| syscall_ns(o.loop_calls))
                 .fold(f64::MAX, f64::min);
+            let uring = (0..3)
+                .filter_map(|_| uring_nop_ns(o.loop_calls / 4))
+                .fold(f64::MAX, f64::min);
             let t = Instant::now();
             let execs = storms::exec_storm(o.seconds, "hookbench");
             let exec_rate = execs as f64 / t.elapsed().as_secs_f64();
@@ -248,10 +272,13 @@ fn main() {
             let (connects, _) = storms::connect_storm(o.seconds);
             let connect_rate = connects as f64 / t.elapsed().as_secs_f64();
             f.syscall_ns.push(ns);
+            if uring < f64::MAX {
+                f.uring_ns.push(uring);
+            }
             f.exec_rate.push(exec_rate);
             f.connect_rate.push(connect_rate);
             eprintln!(
-                "round {round} {cond:<18} getppid {ns:6.1} ns  exec {exec_rate:7.0}/s  connect {connect_rate:7.0}/s"
+                "round {round} {cond:<18} getppid {ns:6.1} ns  uring nop {uring:6.1} ns  exec {exec_rate:7.0}/s  connect {connect_rate:7.0}/s"
             );
             if let Some(r) = running {
                 let log = r.stop();
@@ -282,11 +309,12 @@ fn main() {
     let base = figures.get("none").map(|f| {
         (
             median(&f.syscall_ns),
+            median(&f.uring_ns),
             median(&f.exec_rate),
             median(&f.connect_rate),
         )
     });
-    let Some((base_ns, base_exec, base_connect)) = base else {
+    let Some((base_ns, base_uring, base_exec, base_connect)) = base else {
         eprintln!("hookbench: no baseline");
         std::process::exit(1);
     };
@@ -295,10 +323,12 @@ fn main() {
         o.rounds, o.seconds, o.loop_calls
     );
     println!(
-        "{:<18} {:>11} {:>12} {:>12} {:>10} {:>12} {:>10} {:>7}",
+        "{:<18} {:>11} {:>12} {:>16} {:>12} {:>16} {:>10} {:>12} {:>10} {:>7}",
         "condition",
         "hooks",
         "getppid ns",
+        "extra ns",
+        "uring nop ns",
         "extra ns",
         "exec/s",
         "exec ratio",
@@ -308,16 +338,19 @@ fn main() {
     let mut report = serde_json::Map::new();
     for cond in &conditions {
         let Some(f) = figures.get(cond) else { continue };
-        let (ns, exec, connect) = (
+        let (ns, uring, exec, connect) = (
             median(&f.syscall_ns),
+            median(&f.uring_ns),
             median(&f.exec_rate),
             median(&f.connect_rate),
         );
         let hooks = if f.hooks.is_empty() { "-" } else { &f.hooks };
         println!(
-            "{cond:<18} {hooks:>11} {ns:>12.1} {:>+7.1} ({:>+4.1}%) {exec:>9.0} {:>12.3} {connect:>10.0} {:>7.3}",
+            "{cond:<18} {hooks:>11} {ns:>12.1} {:>+7.1} ({:>+5.1}%) {uring:>12.1} {:>+7.1} ({:>+5.1}%) {exec:>10.0} {:>12.3} {connect:>10.0} {:>7.3}",
             ns - base_ns,
             (ns - base_ns) / base_ns * 100.0,
+            uring - base_uring,
+            (uring - base_uring) / base_uring * 100.0,
             exec / base_exec,
             connect / base_connect,
         );
@@ -325,6 +358,7 @@ fn main() {
             cond.clone(),
             json!({
                 "hooks": hooks, "getppid_ns": ns, "getppid_extra_ns": ns - base_ns,
+                "uring_nop_ns": uring, "uring_nop_extra_ns": uring - base_uring,
                 "exec_rate": exec, "exec_ratio": exec / base_exec,
                 "connect_rate": connect, "connect_ratio": connect / base_connect,
                 "losses": f.losses,
