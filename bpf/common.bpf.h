@@ -137,21 +137,24 @@ static __always_inline void scratch_release(__u32 *busy, enum scratch_slot slot)
 /*
  * Ring-buffer notification flags for a record just written. Waking the consumer for every
  * record costs an irq_work per event (several microseconds under virtualisation); instead the
- * consumer polls every few milliseconds and is woken early only when the ring is 1/8 full.
+ * consumer polls every 100 ms and is woken early only when the ring is 1/8 full, or when
+ * `urgent` (a record user space must see at once).
  */
-static __always_inline __u64 wakeup_flags(void)
+static __always_inline __u64 wakeup_flags(int urgent)
 {
+	if (urgent)
+		return BPF_RB_FORCE_WAKEUP;
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 	return avail >= size / 8 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
 /* Write one record through the transport in use; returns 0 when it was written. */
-static __always_inline long emit(void *ctx, void *data, __u64 size)
+static __always_inline long emit(void *ctx, void *data, __u64 size, int urgent)
 {
 	if (use_perf)
 		return bpf_perf_event_output(ctx, &events_perf, BPF_F_CURRENT_CPU, data, size);
-	return bpf_ringbuf_output(&events, data, size, wakeup_flags());
+	return bpf_ringbuf_output(&events, data, size, wakeup_flags(urgent));
 }
 
 static __always_inline __u64 now_boot_ns(void)

@@ -184,6 +184,30 @@ static __always_inline int mute_by_path(struct exec_scratch *s, __u32 at, __u32 
 	return 0;
 }
 
+/*
+ * Cgroups this object has sent an exec record from, LRU. A container's first event is the
+ * exec of its entrypoint in its new cgroup, and user space resolves a cgroup id to its path
+ * (and so to a container) only while the cgroup exists: the exec record of a cgroup not seen
+ * yet wakes the consumer at once instead of waiting for its next poll (up to 100 ms, longer
+ * than a `--rm` container of one short command lives).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u8);
+} cgroups_seen SEC(".maps");
+
+static __always_inline int new_cgroup(__u64 id)
+{
+	__u8 one = 1;
+
+	if (bpf_map_lookup_elem(&cgroups_seen, &id))
+		return 0;
+	bpf_map_update_elem(&cgroups_seen, &id, &one, BPF_ANY);
+	return 1;
+}
+
 static __always_inline void submit_exec(void *ctx, struct exec_scratch *s)
 {
 	__u64 size = sizeof(s->ev) + (__u64)s->ev.argv_len + s->ev.path_len + s->ev.cwd_len;
@@ -195,7 +219,7 @@ static __always_inline void submit_exec(void *ctx, struct exec_scratch *s)
 		stat_inc(STAT_PATH_TRUNCATED);
 	if (s->ev.hdr.flags & FLAG_READ_FAILED)
 		stat_inc(STAT_READ_FAILED);
-	if (emit(ctx, &s->ev, size))
+	if (emit(ctx, &s->ev, size, new_cgroup(s->ev.hdr.cgroup_id)))
 		stat_inc(STAT_EXEC_DROPPED);
 	else
 		stat_inc(STAT_EXEC_EMITTED);
@@ -631,7 +655,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	ev.child_pid = child_pid;
 	ev.child_tid = child_tid;
 	ev.clone_flags = entry.arg0;
-	if (emit(ctx, &ev, sizeof(ev)))
+	if (emit(ctx, &ev, sizeof(ev), 0))
 		stat_inc(STAT_FORK_DROPPED);
 	else
 		stat_inc(STAT_FORK_EMITTED);
@@ -685,7 +709,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	ev.hdr.ret = status;
 	ev.exit_code = code;
 	ev.core_dumped = (code & 0x80) ? 1 : 0;
-	if (emit(ctx, &ev, sizeof(ev)))
+	if (emit(ctx, &ev, sizeof(ev), 0))
 		stat_inc(STAT_EXIT_DROPPED);
 	else
 		stat_inc(STAT_EXIT_EMITTED);

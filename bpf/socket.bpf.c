@@ -177,11 +177,11 @@ static __always_inline int socket_record(void *ctx, __u32 syscall, long ret, int
 		}
 	}
 	if (!use_perf) {
-		bpf_ringbuf_submit(ev, wakeup_flags());
+		bpf_ringbuf_submit(ev, wakeup_flags(0));
 		stat_inc(STAT_SOCKET_EMITTED);
 		return 0;
 	}
-	if (emit(ctx, ev, sizeof(*ev)))
+	if (emit(ctx, ev, sizeof(*ev), 0))
 		stat_inc(STAT_SOCKET_DROPPED);
 	else
 		stat_inc(STAT_SOCKET_EMITTED);

@@ -136,3 +136,52 @@ fn watch_names_the_container() {
         "{row}"
     );
 }
+
+/// A container whose cgroup is removed right after its only process ran (as a `--rm`
+/// container of one short command is, some tens of milliseconds after it exits) is still
+/// mapped: its first exec record wakes the extension at once, which resolves the cgroup's
+/// path while it exists (the extension otherwise collects records every 100 ms).
+#[test]
+fn a_container_removed_right_after_its_exec_is_mapped() {
+    if !require_root() {
+        return;
+    }
+    let id = container_id(3);
+    let Some(cg) = TestCgroup::create(&format!("docker-{id}.scope")) else {
+        return;
+    };
+    let cid = std::fs::metadata(&cg.inner).expect("stat cgroup").ino();
+    let mut h = Harness::start(&[]);
+    run_to_end(Command::new("/bin/sh").arg("-c").arg(format!(
+        "echo 0 > {}/cgroup.procs && exec /bin/true short-lived-marker",
+        cg.inner.display()
+    )));
+    std::thread::sleep(Duration::from_millis(30));
+    std::fs::remove_dir(&cg.inner).expect("remove the container's cgroup");
+    let start = Instant::now();
+    let mapping = loop {
+        let rows = h
+            .client
+            .generate(CONTAINERS_TABLE, &context(CONTAINERS_COLUMNS, &[]));
+        if let Some(r) = rows.into_iter().find(|r| r["cid"] == cid.to_string()) {
+            break r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no row for cid {cid}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        (
+            mapping["container_runtime"].as_str(),
+            mapping["container_id"].as_str()
+        ),
+        ("docker", id.as_str()),
+        "{mapping:?}"
+    );
+    assert!(
+        mapping["cgroup_path"].ends_with(&format!("/docker-{id}.scope")),
+        "{mapping:?}"
+    );
+}
