@@ -142,7 +142,20 @@ fn main() {
         std::process::exit(2);
     }
     let o = opts();
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    // BPF run-time statistics for as long as this fd is open (BPF_ENABLE_STATS): unlike the
+    // kernel.bpf_stats_enabled sysctl they end with the benchmark, and do not go on taxing
+    // every BPF program of the host
+    // SAFETY: a plain bpf(2) command; the fd it returns, if any, is owned here.
+    let stats_fd = unsafe {
+        libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+    };
+    let _stats = (stats_fd >= 0).then(|| {
+        // SAFETY: stats_fd was just returned by the kernel and is not owned elsewhere.
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(stats_fd) }
+    });
+    if stats_fd < 0 {
+        eprintln!("storm: BPF run-time statistics unavailable: per-program figures will be 0");
+    }
     let mut rate = BTreeMap::<(&str, &str), Vec<f64>>::new();
     let mut report = serde_json::Map::new();
     let mut found = Vec::new();
