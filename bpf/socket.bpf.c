@@ -248,8 +248,9 @@ SOCKET_SYSCALL(accept4, SC_ACCEPT4, 0)
  */
 struct uring_submit {
 	__u64 ts;
+	__u64 uaddr; /* connect: the caller's sockaddr, as for the system call */
 	__s32 fd;
-	__u32 pad;
+	__u32 ulen;
 };
 
 /* requests in flight, by request address; LRU: a request whose completion is never posted
@@ -295,6 +296,14 @@ static __always_inline int note_submit(struct io_kiocb *req)
 	struct uring_submit s = { .ts = now_boot_ns(), .fd = -1 };
 	if (!(flags & URING_FIXED_FILE))
 		s.fd = BPF_CORE_READ(req, cqe.fd);
+	/* a connect's request keeps the caller's sockaddr pointer (struct io_connect, in the
+	 * request's command area since 6.0), which the caller keeps valid until completion: read
+	 * there, it names the destination of a connect that failed, as for the system call */
+	if (syscall == SC_CONNECT && bpf_core_field_exists(req->cmd)) {
+		struct io_connect *conn = (void *)&req->cmd;
+		s.uaddr = (__u64)BPF_CORE_READ(conn, addr);
+		s.ulen = BPF_CORE_READ(conn, addr_len);
+	}
 	__u64 key = (__u64)req;
 	bpf_map_update_elem(&uring_submits, &key, &s, BPF_ANY);
 	return 0;
@@ -334,6 +343,6 @@ int on_uring_complete(__u64 *ctx)
 	}
 	long res = BPF_CORE_READ(req, cqe.res);
 	struct file *file = BPF_CORE_READ(req, file);
-	return socket_record(ctx, syscall, res, s.fd, 0, 0, s.ts, SLOT_TRAMPOLINE, file,
+	return socket_record(ctx, syscall, res, s.fd, s.uaddr, s.ulen, s.ts, SLOT_TRAMPOLINE, file,
 			     FLAG_IO_URING);
 }

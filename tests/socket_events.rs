@@ -513,7 +513,7 @@ fn io_uring_connect_accept_bind_and_listen_are_rows() {
     let accepted = facts["accept"].to_string();
     let cols = [SOCKET_COLUMNS, &["via_io_uring", "netns"]].concat();
     let rows = h.poll_rows(SOCKET_TABLE, &cols, pid, |r| {
-        r.iter().filter(|r| r["syscall"] == "connect").count() == 2
+        r.iter().filter(|r| r["syscall"] == "connect").count() == 3
             && r.iter().any(|r| r["syscall"] == "accept")
     });
     // the io_uring row of `syscall` on local port `local` ("" for any)
@@ -555,6 +555,28 @@ fn io_uring_connect_accept_bind_and_listen_are_rows() {
         ),
         (port.as_str(), "0", "-1"),
         "{f:?}"
+    );
+    // a refused connect: the destination from the caller's sockaddr (the kernel socket no
+    // longer holds it), as for the system call
+    assert_eq!(facts["refused_connect"], -libc::ECONNREFUSED, "{facts}");
+    let refused = rows
+        .iter()
+        .find(|r| r["syscall"] == "connect" && r["via_io_uring"] == "1" && r["exit_code"] != "0")
+        .unwrap_or_else(|| panic!("no refused io_uring connect row: {rows:#?}"));
+    assert_eq!(
+        (
+            refused["exit_code"].as_str(),
+            refused["fd"].as_str(),
+            refused["remote_address"].as_str(),
+            refused["remote_port"].as_str()
+        ),
+        (
+            "-111",
+            facts["refused_fd"].to_string().as_str(),
+            "127.0.0.1",
+            facts["refused_port"].to_string().as_str()
+        ),
+        "{refused:?}"
     );
     let a = one("accept", "");
     assert_eq!(

@@ -375,6 +375,20 @@ fn main() {
                 format!("io_uring {call} row: {r:?}"),
             );
         }
+        // a refused connect names its destination (from the caller's sockaddr)
+        let refused_port = facts["refused_port"].to_string();
+        let r = rows.wait("io_uring refused connect", slow, |r| {
+            s(r, "pid") == up.to_string()
+                && s(r, "syscall") == "connect"
+                && s(r, "via_io_uring") == "1"
+                && s(r, "exit_code") == "-111"
+        });
+        check(
+            r.as_ref().is_some_and(|r| {
+                s(r, "remote_address") == "127.0.0.1" && s(r, "remote_port") == refused_port
+            }),
+            format!("io_uring refused connect row: {r:?}"),
+        );
         if facts["bind_by_ring"] == true {
             let r = rows.wait("io_uring listen", slow, |r| {
                 s(r, "pid") == up.to_string()

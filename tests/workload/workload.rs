@@ -390,8 +390,22 @@ fn uring_tcp(me: u32) {
         unsafe { libc::getsockname(fd, (&mut local as *mut libc::sockaddr_in).cast(), &mut llen) };
         u16::from_be(local.sin_port)
     };
+    // and one to a port nothing listens on (one just bound and closed): refused
+    // SAFETY: plain socket(2), bind(2) and close(2) calls on our own sockets.
+    let (r, closed_port) = unsafe {
+        let t = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        libc::bind(t, addr, len);
+        let p = port_of(t);
+        libc::close(t);
+        (libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0), p)
+    };
+    let nowhere = sockaddr_in(closed_port);
+    let refused = uring_one(
+        &mut ring,
+        opcode::Connect::new(Fd(r), (&nowhere as *const libc::sockaddr_in).cast(), len).build(),
+    );
     say(&format!(
-        r#"{{"pid":{me},"port":{port},"listener_fd":{l},"client_fd":{c},"client_port":{},"accept":{},"connect":{},"fixed_connect":{fixed},"fixed_client_port":{},"bind":{ring_bind},"listen":{ring_listen},"bind_by_ring":{bind_by_ring}}}"#,
+        r#"{{"pid":{me},"port":{port},"listener_fd":{l},"client_fd":{c},"client_port":{},"accept":{},"connect":{},"fixed_connect":{fixed},"fixed_client_port":{},"refused_connect":{refused},"refused_fd":{r},"refused_port":{closed_port},"bind":{ring_bind},"listen":{ring_listen},"bind_by_ring":{bind_by_ring}}}"#,
         port_of(c),
         results[1],
         results[2],
