@@ -239,12 +239,12 @@ SOCKET_SYSCALL(accept4, SC_ACCEPT4, 0)
  *
  * By completion the request no longer has the descriptor it was submitted with (the kernel
  * reuses that word for the completion's flags), so a program on the submission tracepoint
- * notes the descriptor and the time of each connect, bind and listen request, and the
- * completion takes them back: the row has the fd and is dated at the submission, `duration` the time to
- * the completion. A request on a registered (fixed) file names a slot, not a descriptor: fd
- * -1. An accept's fd is the new descriptor, as for the system call; it is dated at its
- * completion (a multishot accept completes many times), duration 0. Bind and listen exist as
- * io_uring operations since 6.11.
+ * notes the descriptor and the time of each connect, bind and listen request (and a
+ * connect's sockaddr pointer), and the completion takes them back: the row has the fd, is
+ * dated at the submission and its `duration` runs to the completion. A request on a
+ * registered (fixed) file names a slot, not a descriptor: fd -1. An accept's fd is the new
+ * descriptor, as for the system call; it is dated at its completion (a multishot accept
+ * completes many times), duration 0. Bind and listen exist as io_uring operations since 6.11.
  */
 struct uring_submit {
 	__u64 ts;
