@@ -188,8 +188,8 @@ static __always_inline int mute_by_path(struct exec_scratch *s, __u32 at, __u32 
  * Cgroups this object has sent an exec record from, LRU. A container's first event is the
  * exec of its entrypoint in its new cgroup, and user space resolves a cgroup id to its path
  * (and so to a container) only while the cgroup exists: the exec record of a cgroup not seen
- * yet wakes the consumer at once instead of waiting for its next poll (up to 100 ms, longer
- * than a `--rm` container of one short command lives).
+ * yet wakes the consumer at once instead of waiting for its next poll (up to 100 ms): a
+ * cgroup removed sooner than that after its first exec is resolved all the same.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
