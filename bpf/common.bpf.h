@@ -248,11 +248,38 @@ static __always_inline int excluded_current(void)
 	return excluded_task() || muted_current();
 }
 
+/*
+ * The current task's fields of the header; L(p, f) reads p->f. With bpf_get_current_task_btf
+ * (5.11+) the task pointer is typed and L is a plain load (guarded by the verifier);
+ * otherwise each L is a bpf_probe_read_kernel call, which costs far more (a record takes
+ * about a dozen: 4% of a loopback connect+accept pair in the 6.12 guest). One body for both.
+ */
+#define DIRECT(p, f) ((p)->f)
+#define FILL_TASK(h, task, L)                                                              \
+	do {                                                                               \
+		const struct cred *cred = L(task, cred);                                   \
+		struct signal_struct *signal = L(task, signal);                            \
+		struct task_struct *parent = L(task, real_parent);                         \
+		struct task_struct *leader = L(task, group_leader);                        \
+		struct pid *session = L(signal, pids[PIDTYPE_SID]);                        \
+		struct tty_struct *tty = L(signal, tty);                                   \
+		(h)->ppid = L(parent, tgid);                                               \
+		(h)->euid = L(cred, euid.val);                                             \
+		(h)->egid = L(cred, egid.val);                                             \
+		(h)->auid = (__u32)-1;                                                     \
+		if (bpf_core_field_exists(task->loginuid)) /* CONFIG_AUDIT */              \
+			(h)->auid = L(task, loginuid.val);                                 \
+		(h)->sid = L(session, numbers[0].nr);                                      \
+		(h)->start_time = L(leader, start_boottime);                               \
+		(h)->tty[0] = 0;                                                           \
+		if (tty)                                                                   \
+			bpf_probe_read_kernel_str((h)->tty, sizeof((h)->tty), &tty->name); \
+	} while (0)
+
 /* Fill the fields every record carries, for the current task. */
 static __always_inline void fill_header(struct event_header *h, __u32 kind, __u32 syscall,
 					__u64 ts, __u64 now)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
 
@@ -262,23 +289,16 @@ static __always_inline void fill_header(struct event_header *h, __u32 kind, __u3
 	h->duration = now > ts ? now - ts : 0;
 	h->tid = (__u32)pid_tgid;
 	h->pid = pid_tgid >> 32;
-	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
 	h->uid = (__u32)uid_gid;
 	h->gid = uid_gid >> 32;
 	h->cgroup_id = bpf_get_current_cgroup_id();
-	const struct cred *cred = BPF_CORE_READ(task, cred);
-	h->euid = BPF_CORE_READ(cred, euid.val);
-	h->egid = BPF_CORE_READ(cred, egid.val);
-	h->auid = (__u32)-1;
-	if (bpf_core_field_exists(task->loginuid)) /* CONFIG_AUDIT */
-		h->auid = BPF_CORE_READ(task, loginuid.val);
-	struct signal_struct *signal = BPF_CORE_READ(task, signal);
-	h->sid = BPF_CORE_READ(signal, pids[PIDTYPE_SID], numbers[0].nr);
-	h->start_time = BPF_CORE_READ(task, group_leader, start_boottime);
-	struct tty_struct *tty = BPF_CORE_READ(signal, tty);
-	h->tty[0] = 0;
-	if (tty)
-		bpf_probe_read_kernel_str(h->tty, sizeof(h->tty), &tty->name);
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		FILL_TASK(h, task, DIRECT);
+	} else {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		FILL_TASK(h, task, BPF_CORE_READ);
+	}
 }
 
 #endif
