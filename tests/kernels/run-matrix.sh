@@ -20,7 +20,9 @@
 #
 # HOOKBENCH="ARGS" runs the hook-cost benchmark (benches/hookbench.rs) in each guest instead
 # of the test, with those arguments, and prints its table: `HOOKBENCH="--rounds 5"
-# SERIES=6.12 ARCHES=amd64 bash tests/kernels/run-matrix.sh`.
+# SERIES=6.12 ARCHES=amd64 bash tests/kernels/run-matrix.sh`. HOOKBENCH_BASELINE=PATH puts
+# another build of the extension in the guest as /bin/osquery-ebpf-baseline, for hookbench's
+# `--baseline /bin/osquery-ebpf-baseline` (two builds side by side in the same rounds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -68,6 +70,7 @@ build_initramfs() {
   cp "$target_dir/debug/examples/workload" "$root/bin/workload"
   cp "$target_dir/debug/examples/guest" "$root/bin/guest"
   [ -z "${HOOKBENCH:-}" ] || cp "$target_dir/release/examples/hookbench" "$root/bin/hookbench"
+  [ -z "${HOOKBENCH_BASELINE:-}" ] || cp "$HOOKBENCH_BASELINE" "$root/bin/osquery-ebpf-baseline"
   for bin in "$root"/bin/*; do
     [ "$bin" = "$root/bin/busybox" ] && continue
     if [ "$arch" = amd64 ]; then
