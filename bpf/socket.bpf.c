@@ -336,7 +336,9 @@ int on_uring_complete(__u64 *ctx)
 		return 0;
 	struct uring_submit s = { .fd = -1 };
 	__u64 key = (__u64)req;
-	struct uring_submit *seen = bpf_map_lookup_elem(&uring_submits, &key);
+	/* accepts are not noted at submission (note_submit): nothing to look up */
+	struct uring_submit *seen =
+		syscall == SC_ACCEPT ? 0 : bpf_map_lookup_elem(&uring_submits, &key);
 	if (seen) {
 		s = *seen;
 		bpf_map_delete_elem(&uring_submits, &key);
