@@ -10,12 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A made-up container id: 64 hex digits.
-fn container_id(salt: u64) -> String {
-    let seed = (u64::from(std::process::id()) + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    format!("{seed:016x}").repeat(4)
-}
-
 /// `sh` moves itself into `cgroup`, then runs `/bin/true MARKER` as pid 1 of new pid, net and
 /// mount namespaces. Returns the pid of the unshare process (the marker's parent).
 fn run_contained(cgroup: &std::path::Path, marker: &str) -> u32 {
@@ -30,7 +24,7 @@ fn container_rows_map_cid_to_cgroup_and_container() {
     if !require_root() {
         return;
     }
-    let id = container_id(1);
+    let id = hex_id(1);
     let Some(cg) = TestCgroup::create(&format!("docker-{id}.scope")) else {
         return;
     };
@@ -117,7 +111,7 @@ fn watch_names_the_container() {
     if !require_root() {
         return;
     }
-    let id = container_id(2);
+    let id = hex_id(2);
     let Some(cg) = TestCgroup::create(&format!("libpod-{id}.scope")) else {
         return;
     };
@@ -146,7 +140,7 @@ fn a_container_removed_right_after_its_exec_is_mapped() {
     if !require_root() {
         return;
     }
-    let id = container_id(3);
+    let id = hex_id(3);
     let Some(cg) = TestCgroup::create(&format!("docker-{id}.scope")) else {
         return;
     };
@@ -158,20 +152,8 @@ fn a_container_removed_right_after_its_exec_is_mapped() {
     )));
     std::thread::sleep(Duration::from_millis(30));
     std::fs::remove_dir(&cg.inner).expect("remove the container's cgroup");
-    let start = Instant::now();
-    let mapping = loop {
-        let rows = h
-            .client
-            .generate(CONTAINERS_TABLE, &context(CONTAINERS_COLUMNS, &[]));
-        if let Some(r) = rows.into_iter().find(|r| r["cid"] == cid.to_string()) {
-            break r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no row for cid {cid}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mapping = container_row(&mut h, &id);
+    assert_eq!(mapping["cid"], cid.to_string(), "{mapping:?}");
     assert_eq!(
         (
             mapping["container_runtime"].as_str(),

@@ -220,19 +220,14 @@ resp = client.call("table", sys.argv[2], {"action": "generate", "context": sys.a
 print(json.dumps({"ping": ping.code, "code": resp.status.code, "rows": resp.response}))
 "#;
     let pid = pid.to_string();
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(h.manager.ext_socket(h.uuid))
-        .arg(PROCESS_TABLE)
-        .arg(context(PROCESS_COLUMNS, &[("pid", 2, pid.as_str())]))
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = stdout_of(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(h.manager.ext_socket(h.uuid))
+            .arg(PROCESS_TABLE)
+            .arg(context(PROCESS_COLUMNS, &[("pid", 2, pid.as_str())])),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!((v["ping"].as_i64(), v["code"].as_i64()), (Some(0), Some(0)));
     let rows: Vec<Row> = serde_json::from_value(v["rows"].clone()).expect("rows");
     assert!(rows.contains(&row), "{rows:?} lacks {row:?}");

@@ -51,23 +51,6 @@ fn busybox_rootfs(dir: &Path) -> (PathBuf, PathBuf) {
     (root, tar)
 }
 
-fn output(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A made-up 64-hex container id, for ctr (which takes the id it is given).
-fn hex_id(salt: u64) -> String {
-    let seed = (u64::from(std::process::id()) + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    format!("{seed:016x}").repeat(4)
-}
-
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
     Docker,
@@ -171,7 +154,7 @@ impl Runtime {
             }
         }
         if kind != Kind::Containerd {
-            output(rt.cli().arg("import").arg(&tar).arg("localhost/bb:1"));
+            stdout_of(rt.cli().arg("import").arg(&tar).arg("localhost/bb:1"));
         }
         rt
     }
@@ -260,7 +243,7 @@ impl Runtime {
                     .args(["--network", "none", "--cidfile"])
                     .arg(&cidfile);
                 c.arg(if detached { "-d" } else { "--rm" });
-                output(c.args(["localhost/bb:1", "/bin/sh", "-c", script]));
+                stdout_of(c.args(["localhost/bb:1", "/bin/sh", "-c", script]));
                 std::fs::read_to_string(&cidfile)
                     .expect("cidfile")
                     .trim()
@@ -271,7 +254,7 @@ impl Runtime {
                 let mut c = self.cli();
                 c.arg("run").arg(if detached { "-d" } else { "--rm" });
                 c.args(["--env", "PATH=/bin", "--rootfs"]).arg(&self.rootfs);
-                output(c.args([id.as_str(), "/bin/sh", "-c", script]));
+                stdout_of(c.args([id.as_str(), "/bin/sh", "-c", script]));
                 id
             }
         }
@@ -284,7 +267,7 @@ impl Runtime {
             Kind::Docker | Kind::Podman => c.arg("exec").arg(id),
             Kind::Containerd => c.args(["task", "exec", "--exec-id", "test-exec", id]),
         };
-        output(c.args(args));
+        stdout_of(c.args(args));
     }
 
     fn remove(&self, id: &str) {
@@ -344,24 +327,6 @@ fn rows_of(
     }
 }
 
-/// The container's cgroup as `bpf_process_containers_v2` maps it (waits for it).
-fn mapping(h: &mut Harness, id: &str) -> Row {
-    let start = Instant::now();
-    loop {
-        let rows = h
-            .client
-            .generate(CONTAINERS_TABLE, &context(CONTAINERS_COLUMNS, &[]));
-        if let Some(r) = rows.into_iter().find(|r| r["container_id"] == id) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no bpf_process_containers_v2 row names container {id}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn one<'a>(rows: &'a [Row], what: &str, pred: impl Fn(&Row) -> bool) -> &'a Row {
     rows.iter()
         .find(|r| pred(r))
@@ -376,7 +341,7 @@ fn known_answers(kind: Kind) -> Runtime {
 
     // 1. a container that runs SCRIPT to its end
     let id = rt.run(1, SCRIPT, false);
-    let map = mapping(&mut h, &id);
+    let map = container_row(&mut h, &id);
     assert_eq!(map["container_runtime"], runtime, "{map:?}");
     let cid = map["cid"].clone();
     let cmdline = format!("/bin/sh -c '{SCRIPT}'");
@@ -452,7 +417,7 @@ fn known_answers(kind: Kind) -> Runtime {
     // 1b. a `--rm` container of one short command, gone before the extension's next poll:
     // its first exec woke the extension, which resolved its cgroup while it existed
     let id = rt.run(6, "/bin/true rm-mark", false);
-    let short = mapping(&mut h, &id);
+    let short = container_row(&mut h, &id);
     assert_eq!(short["container_runtime"], runtime, "{short:?}");
     let rows = rows_of(&mut h, PROCESS_TABLE, PROCESS_COLUMNS, &short["cid"], |r| {
         r.iter().any(|r| r["cmdline"] == "/bin/true rm-mark")
@@ -469,7 +434,7 @@ fn known_answers(kind: Kind) -> Runtime {
             "cp /bin/busybox /tmp/true && /tmp/true upper-mark",
             false,
         );
-        let cid = mapping(&mut h, &id)["cid"].clone();
+        let cid = container_row(&mut h, &id)["cid"].clone();
         let rows = rows_of(&mut h, PROCESS_TABLE, &columns, &cid, |r| {
             r.iter().any(|r| r["cmdline"] == "/tmp/true upper-mark")
         });
@@ -482,7 +447,7 @@ fn known_answers(kind: Kind) -> Runtime {
 
     // 2. exec into a running container
     let running = rt.run(2, "exec sleep 60", true);
-    let map2 = mapping(&mut h, &running);
+    let map2 = container_row(&mut h, &running);
     assert_eq!(map2["container_runtime"], runtime);
     rt.exec(&running, &["/bin/true", "mark-exec-into"]);
     let rows = rows_of(&mut h, PROCESS_TABLE, PROCESS_COLUMNS, &map2["cid"], |r| {

@@ -495,18 +495,9 @@ fn io_uring_connect_accept_bind_and_listen_are_rows() {
         return;
     }
     let mut h = Harness::start(&[]);
-    let out = Command::new(workload())
-        .arg("uring-tcp")
-        .output()
-        .expect("workload");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stdout_of(Command::new(workload()).arg("uring-tcp"));
     let facts: serde_json::Value =
-        serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap_or(b""))
-            .expect("facts");
+        serde_json::from_str(out.lines().next().unwrap_or("")).expect("facts");
     let pid = facts["pid"].as_u64().expect("pid") as u32;
     let (port, client_port) = (facts["port"].to_string(), facts["client_port"].to_string());
     assert_eq!(facts["connect"], 0, "{facts}");

@@ -413,6 +413,30 @@ pub const CONTAINERS_COLUMNS: &[&str] = &[
     "last_seen",
 ];
 
+/// A made-up container id, 64 hex digits, distinct per test process and `salt`.
+pub fn hex_id(salt: u64) -> String {
+    let seed = (u64::from(std::process::id()) + salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    format!("{seed:016x}").repeat(4)
+}
+
+/// The `bpf_process_containers_v2` row that names container `id` (waits up to 15 s for it).
+pub fn container_row(h: &mut Harness, id: &str) -> Row {
+    let start = std::time::Instant::now();
+    loop {
+        let rows = h
+            .client
+            .generate(CONTAINERS_TABLE, &context(CONTAINERS_COLUMNS, &[]));
+        if let Some(r) = rows.into_iter().find(|r| r["container_id"] == id) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no bpf_process_containers_v2 row names container {id}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub const PROCESS_TABLE: &str = "bpf_process_events_v2";
 /// The process table's columns with the hidden ones this project adds (the old 17 + 11).
 pub const PROCESS_COLUMN_COUNT: usize = 28;
@@ -860,6 +884,19 @@ pub fn watch_with_marker(cmd: Command, marker: &str) -> Watched {
         row,
         stderr,
     }
+}
+
+/// Run `cmd` to completion; panics (with its output) unless it succeeds. Returns its stdout,
+/// trimmed.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Run `cmd` to completion (stdout discarded into a pipe); panics unless it succeeds. Returns
